@@ -1,0 +1,189 @@
+"""The ``gliomagen`` command: one subcommand per pipeline stage, plus ``reproduce`` to run the notebooks.
+
+Every subcommand takes ``--profile`` (default ``smoke``), ``--set section.key=value`` (repeatable) and
+``--run-dir`` (default ``runs/<profile>``). Stage logic lives in the package; the CLI only parses
+arguments, loads the config and calls the stage's entry point.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from gliomagen import __version__
+from gliomagen.config import Config, ConfigError, available_profiles, load_config
+
+log = logging.getLogger("gliomagen")
+
+#: stage name -> (entry point "module:function", issue that builds it, one-line help)
+STAGES: dict[str, tuple[str, int, str]] = {
+    "phantom": ("gliomagen.data.phantom:run_cli", 3, "write the BraTS-layout phantom dataset"),
+    "prepare": ("gliomagen.data.prepare:run_cli", 3, "validate, QC, normalise, resample and split the data"),
+    "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
+    "augment": ("gliomagen.augment:run_cli", 5, "augment the training masks (flip, scale, retry, discard)"),
+    "generate": ("gliomagen.generate:run_cli", 5, "generate 4-modality volumes from masks"),
+    "fidelity": ("gliomagen.fidelity.evaluate:run_cli", 6, "MS-SSIM, FID, KID, FRD on validation pairs"),
+    "segment": ("gliomagen.segmentation.pipeline:run_cli", 7, "nnU-Net v2 on the six data mixes"),
+    "figures": ("gliomagen.figures:run_cli", 8, "regenerate every figure and table"),
+}
+
+
+class StageNotBuilt(RuntimeError):
+    pass
+
+
+def _load_entry(stage: str) -> Callable[..., Any]:
+    target, issue, _ = STAGES[stage]
+    module_name, func_name = target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise StageNotBuilt(
+                f"stage {stage!r} is not built yet (module {module_name} does not exist; see issue #{issue})"
+            ) from None
+        raise
+    if not hasattr(module, func_name):
+        raise StageNotBuilt(f"stage {stage!r} is not built yet ({target} missing; see issue #{issue})")
+    return getattr(module, func_name)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        default="smoke",
+        help=f"configs/<profile>.yaml or a YAML path (default: smoke; available: {', '.join(available_profiles())})",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.max_steps=100 (repeatable; later wins)",
+    )
+    parser.add_argument("--run-dir", default=None, help="output folder (default: runs/<profile>)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gliomagen",
+        description=(
+            "GliomaGen reproducible artifact: mask-conditioned 3D diffusion for BraTS 2024 post-treatment "
+            "glioma. Run the whole pipeline with `gliomagen reproduce`, or one stage at a time."
+        ),
+        epilog="Each command prints its own help: gliomagen <command> --help",
+    )
+    parser.add_argument("--version", action="version", version=f"gliomagen {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    p = sub.add_parser(
+        "reproduce",
+        help="execute the notebooks 01..07 in order with papermill",
+        description=(
+            "Convert each Jupytext notebook in notebooks/ and execute it with papermill for the chosen profile; "
+            "executed notebooks go to <run-dir>/notebooks/. Stops at the first failing notebook and names the cell."
+        ),
+    )
+    _common(p)
+    p.add_argument("--from", dest="start", type=int, default=1, help="first notebook number (default 1)")
+    p.add_argument("--to", dest="stop", type=int, default=7, help="last notebook number (default 7)")
+    p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default none)")
+
+    p = sub.add_parser("config", help="print the resolved configuration and its hash")
+    _common(p)
+
+    for name, (_, _issue, help_text) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.")
+        _common(p)
+        _stage_arguments(name, p)
+    return parser
+
+
+def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    if name == "phantom":
+        p.add_argument("--out", default=None, help="output folder (default: the profile's data.raw_dir)")
+        p.add_argument("--patients", type=int, default=None, help="number of patients (default: profile)")
+        p.add_argument("--seed", type=int, default=None, help="random seed (default: profile)")
+        p.add_argument("--faults", action="store_true", help="add malformed cases to exercise validation")
+        p.add_argument("--brats-grid", action="store_true", help="full BraTS grid 182x218x182 at 1 mm")
+    elif name == "prepare":
+        p.add_argument(
+            "--raw-dir", default=None, help="BraTS-layout folder (default: the profile's data.raw_dir)"
+        )
+    elif name == "train":
+        p.add_argument(
+            "--no-resume", action="store_true", help="start from scratch even if checkpoints exist"
+        )
+        p.add_argument("--max-steps", type=int, default=None, help="stop after this global step")
+    elif name == "generate":
+        p.add_argument("--which", choices=["val", "synthetic", "all"], default="all", help="which masks")
+        p.add_argument(
+            "--sampler", choices=["ddpm", "ddim", "dpmpp"], default=None, help="override the sampler"
+        )
+        p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
+        p.add_argument("--shard", default=None, help="i/n: process only shard i of n (0-based), e.g. 0/4")
+    elif name == "segment":
+        p.add_argument("--configuration", default=None, help="train/evaluate only this data mix")
+        p.add_argument("--skip-training", action="store_true", help="only export datasets and evaluate")
+    elif name == "augment":
+        p.add_argument("--limit", type=int, default=None, help="augment only the first N training masks")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+
+
+def _config_from(args: argparse.Namespace) -> Config:
+    return load_config(args.profile, args.overrides, run_dir=args.run_dir)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    try:
+        cfg = _config_from(args)
+        if args.command == "config":
+            import yaml
+
+            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+            print(f"# config hash: {cfg.hash}\n# run folder: {cfg.paths.root}")
+            return 0
+        if args.command == "reproduce":
+            from gliomagen.runner import run_notebooks
+
+            result = run_notebooks(
+                cfg.profile if not args.profile.endswith((".yaml", ".yml")) else args.profile,
+                overrides=args.overrides,
+                run_dir=args.run_dir,
+                start=args.start,
+                stop=args.stop,
+                cell_timeout=args.timeout,
+            )
+            return 0 if result.ok else 1
+        entry = _load_entry(args.command)
+        entry(cfg, args)
+        return 0
+    except ConfigError as exc:
+        print(f"gliomagen: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except StageNotBuilt as exc:
+        print(f"gliomagen: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        print("gliomagen: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,471 @@
+"""One typed, validated configuration per run.
+
+A run is described by a *profile* (``configs/<profile>.yaml``) plus overrides (``--set a.b=value`` on the
+CLI, ``overrides=[...]`` as a papermill parameter). Loading validates every key and value and produces a
+:class:`Config`; :func:`config_hash` gives a short stable hash that is written next to every output so a
+result can always be traced to the exact configuration that made it.
+
+Example:
+    >>> cfg = load_config("smoke", ["train.max_steps=50"])
+    >>> cfg.train.max_steps
+    50
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gliomagen.paths import PROJECT_ROOT, RunPaths
+
+CONFIG_DIR = PROJECT_ROOT / "configs"
+MODALITIES: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
+
+
+class ConfigError(ValueError):
+    """A profile or override is invalid; the message names the key and how to fix it."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+# ----------------------------------------------------------------------------------------------- data
+class LabelSpec(_Section):
+    """One label of the prepared masks.
+
+    Args:
+        name: short name (``head``, ``NETC``, ...).
+        source: value in the raw BraTS segmentation, or ``None`` for a label derived during
+            preparation (the head label).
+        value: value in the prepared mask.
+        tumour: whether the label is part of the lesion (used by metrics and QC).
+    """
+
+    name: str
+    source: int | None
+    value: int = Field(ge=0, le=255)
+    tumour: bool = True
+
+
+class PhantomConfig(_Section):
+    """The built-in BraTS-layout phantom (see ``gliomagen phantom --help``)."""
+
+    patients: int = Field(8, ge=1)
+    max_timepoints: int = Field(3, ge=1, le=9)
+    shape: tuple[int, int, int] = (182, 218, 182)
+    spacing: float = Field(1.0, gt=0)
+    seed: int = 0
+    faults: bool = False
+
+
+class HeadConfig(_Section):
+    """How the head label is derived, once per scan."""
+
+    source: Literal["t2f", "t1n", "t1c", "t2w", "multi"] = "t2f"
+    closing_radius: int = Field(4, ge=0)
+
+
+class IntensityConfig(_Section):
+    clip_percentiles: tuple[float, float] | None = None
+
+    @field_validator("clip_percentiles")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (0 <= v[0] < v[1] <= 100):
+            raise ValueError("must be two percentiles with 0 <= low < high <= 100")
+        return v
+
+
+class SplitConfig(_Section):
+    method: Literal["patient", "paper"] = "patient"
+    n_val: int = Field(48, ge=1)
+    val_ids_file: str | None = None
+    seed: int = 0
+
+
+class QCConfig(_Section):
+    exclude: list[Literal["head_holes", "head_touches_border", "label_lost", "empty_mask"]] = [
+        "head_holes",
+        "head_touches_border",
+        "label_lost",
+        "empty_mask",
+    ]
+
+
+class DataConfig(_Section):
+    raw_dir: str = "{run_dir}/raw"
+    phantom: PhantomConfig | None = None
+    labels: list[LabelSpec]
+    head: HeadConfig = HeadConfig()
+    intensity: IntensityConfig = IntensityConfig()
+    target_shape: tuple[int, int, int] = (192, 192, 144)
+    split: SplitConfig = SplitConfig()
+    qc: QCConfig = QCConfig()
+    workers: int = Field(1, ge=1)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_consistent(cls, labels: list[LabelSpec]) -> list[LabelSpec]:
+        values = [lab.value for lab in labels]
+        if len(set(values)) != len(values):
+            raise ValueError(f"label values must be unique, got {values}")
+        if 0 not in values:
+            raise ValueError("the label map must contain the background value 0")
+        sources = [lab.source for lab in labels if lab.source is not None]
+        if len(set(sources)) != len(sources):
+            raise ValueError(f"label source values must be unique, got {sources}")
+        return labels
+
+    @field_validator("target_shape")
+    @classmethod
+    def _positive(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if min(v) < 1:
+            raise ValueError(f"every side must be positive, got {v}")
+        return v
+
+
+# ---------------------------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    """The denoiser: MONAI ``DiffusionModelUNet`` configured like the paper's network."""
+
+    channels: tuple[int, ...] = (64, 64, 128, 192, 256)
+    num_res_blocks: int = Field(2, ge=1)
+    norm_num_groups: int = Field(32, ge=1)
+    norm_eps: float = Field(1e-5, gt=0)
+    num_head_channels: int = Field(256, ge=1)
+    mask_encoding: Literal["paper", "compact"] = "paper"
+
+    @model_validator(mode="after")
+    def _divisible(self) -> ModelConfig:
+        bad = [c for c in self.channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(
+                f"channels {bad} are not multiples of norm_num_groups={self.norm_num_groups}; "
+                "GroupNorm needs whole groups"
+            )
+        return self
+
+
+class DiffusionConfig(_Section):
+    timesteps: int = Field(1000, ge=2)
+    schedule: Literal["cosine", "linear_beta", "scaled_linear_beta"] = "cosine"
+    cosine_s: float = Field(0.008, gt=0)
+    beta_max: float = Field(0.999, gt=0, le=1)
+    prediction: Literal["epsilon"] = "epsilon"
+    loss: Literal["l1", "l2"] = "l1"
+
+
+class TrainConfig(_Section):
+    max_steps: int = Field(245_000, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(2, ge=1)
+    ema_decay: float = Field(0.995, gt=0, lt=1)
+    ema_every: int = Field(10, ge=1)
+    ema_start: int = Field(2000, ge=0)
+    lr_milestones: list[int] = [65_000, 75_000, 85_000, 100_000]
+    lr_factors: list[float] = [1.0, 0.75, 0.5, 0.25, 0.1]
+    freeze_encoder_step: int | None = 170_000
+    checkpoint_every: int = Field(2500, ge=1)
+    val_every: int = Field(2500, ge=1)
+    val_cases: int = Field(4, ge=1)
+    val_timesteps: list[int] = [50, 250, 500, 750, 950]
+    early_stopping_patience: int | None = None
+    preview_every: int = Field(25_000, ge=1)
+    preview_sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddim"
+    preview_steps: int = Field(50, ge=1)
+    bf16: bool = False
+    grad_checkpointing: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    device: str = "auto"
+    seed: int = 0
+    num_workers: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _schedule_consistent(self) -> TrainConfig:
+        if len(self.lr_factors) != len(self.lr_milestones) + 1:
+            raise ValueError(
+                f"lr_factors needs one more entry than lr_milestones "
+                f"({len(self.lr_milestones)} milestones, {len(self.lr_factors)} factors)"
+            )
+        if sorted(self.lr_milestones) != self.lr_milestones:
+            raise ValueError(f"lr_milestones must increase, got {self.lr_milestones}")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- augment
+class AugmentConfig(_Section):
+    rounds: int = Field(2, ge=1)
+    flip_p: float = Field(0.5, ge=0, le=1)
+    scale_range: tuple[float, float] = (0.98, 1.02)
+    max_retries: int = Field(10, ge=1)
+    rotation_deg: float = Field(0.0, ge=0, le=45)
+    elastic: bool = False
+    move_lesion: bool = False
+    seed: int = 0
+
+
+# ------------------------------------------------------------------------------------------- generate
+class GenerateConfig(_Section):
+    sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddpm"
+    steps: int = Field(1000, ge=1)
+    eta: float = Field(0.0, ge=0)
+    batch_size: int = Field(1, ge=1)
+    checkpoint: str = "best"
+    n_synthetic: int | None = None
+    seed: int = 0
+    device: str = "auto"
+
+
+# ------------------------------------------------------------------------------------------- fidelity
+class FidelityConfig(_Section):
+    extractors: list[str] = ["inception-torchvision", "inception-fid"]
+    weights_dir: str | None = None
+    exclude_empty_slices: bool = True
+    empty_threshold: float = Field(0.0, ge=0)
+    bootstrap: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
+    kid_subsets: int = Field(10, ge=1)
+    kid_subset_size: int = Field(1000, ge=2)
+    frd: bool = True
+    batch_size: int = Field(64, ge=1)
+    seed: int = 0
+    device: str = "auto"
+
+
+# ------------------------------------------------------------------------------------------- segment
+class SegConfiguration(_Section):
+    """One training-data mix for nnU-Net.
+
+    Args:
+        name: identifier (used for the nnU-Net dataset name).
+        real_fraction: share of the real training scans used (patient-level, seeded).
+        synthetic: number of synthetic volumes added.
+        synthetic_pool: ``all`` augmented-mask volumes or the measured ``hq`` subset.
+    """
+
+    name: str
+    real_fraction: float = Field(1.0, ge=0, le=1)
+    synthetic: int = Field(0, ge=0)
+    synthetic_pool: Literal["all", "hq"] = "all"
+
+
+class SegmentConfig(_Section):
+    configurations: list[SegConfiguration]
+    dataset_id_start: int = Field(501, ge=1, le=999)
+    nnunet_configuration: str = "3d_fullres"
+    trainer: str = "nnUNetTrainer"
+    epochs: int = Field(1000, ge=1)
+    iterations_per_epoch: int = Field(250, ge=1)
+    include_head: bool = True
+    hq_count: int = Field(598, ge=0)
+    hq_score: Literal["segmentation_agreement"] = "segmentation_agreement"
+    bootstrap: int = Field(1000, ge=0)
+    device: str = "auto"
+    seed: int = 0
+
+
+class FiguresConfig(_Section):
+    formats: list[Literal["png", "pdf", "svg"]] = ["png", "pdf"]
+    dpi: int = Field(150, ge=50)
+
+
+# --------------------------------------------------------------------------------------------- config
+class Config(_Section):
+    """The whole run configuration (one section per pipeline stage)."""
+
+    profile: str
+    seed: int = 0
+    run_dir: str = "runs/{profile}"
+    data: DataConfig
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    train: TrainConfig = TrainConfig()
+    augment: AugmentConfig = AugmentConfig()
+    generate: GenerateConfig = GenerateConfig()
+    fidelity: FidelityConfig = FidelityConfig()
+    segment: SegmentConfig
+    figures: FiguresConfig = FiguresConfig()
+
+    @property
+    def paths(self) -> RunPaths:
+        """The run's folder layout (see :class:`gliomagen.paths.RunPaths`)."""
+        return RunPaths(resolve_path(self.run_dir.format(profile=self.profile)))
+
+    @property
+    def raw_dir(self) -> Path:
+        return resolve_path(self.data.raw_dir.format(run_dir=self.paths.root, profile=self.profile))
+
+    @property
+    def hash(self) -> str:
+        return config_hash(self)
+
+    @property
+    def tumour_labels(self) -> list[LabelSpec]:
+        return [lab for lab in self.data.labels if lab.tumour and lab.value != 0]
+
+    def label(self, name: str) -> LabelSpec:
+        for lab in self.data.labels:
+            if lab.name == name:
+                return lab
+        raise KeyError(f"no label named {name!r}; known: {[lab.name for lab in self.data.labels]}")
+
+
+# ------------------------------------------------------------------------------------------- loading
+def resolve_path(path: str | Path) -> Path:
+    """Absolute path; relative paths are taken from the project root (where ``configs/`` lives)."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """Split ``a.b.c=value`` into a key path and a YAML-parsed value."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like section.key=value (e.g. train.max_steps=100)")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from exc
+    return key.split("."), value
+
+
+def _apply_override(tree: dict[str, Any], keys: list[str], value: Any, model: type[BaseModel]) -> None:
+    node: dict[str, Any] = tree
+    current: type[BaseModel] | None = model
+    for depth, key in enumerate(keys):
+        if current is not None and key not in current.model_fields:
+            where = ".".join(keys[:depth]) or "the top level"
+            known = ", ".join(sorted(current.model_fields))
+            raise ConfigError(f"unknown key {'.'.join(keys[: depth + 1])!r} at {where}; known keys: {known}")
+        if depth == len(keys) - 1:
+            node[key] = value
+            return
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+        current = _submodel(current, key)
+
+
+def _submodel(model: type[BaseModel] | None, key: str) -> type[BaseModel] | None:
+    if model is None:
+        return None
+    annotation = model.model_fields[key].annotation
+    candidates = getattr(annotation, "__args__", (annotation,))
+    for cand in candidates:
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+    return None
+
+
+def _format_validation_error(exc: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent = _model_at(Config, list(err["loc"][:-1]))
+            known = ", ".join(sorted(parent.model_fields)) if parent else "?"
+            lines.append(f"  - unknown key {key!r}; known keys here: {known}")
+        else:
+            got = err.get("input")
+            got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
+            lines.append(f"  - {key}: {err['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def _model_at(model: type[BaseModel] | None, loc: list[Any]) -> type[BaseModel] | None:
+    for key in loc:
+        if model is None:
+            return None
+        if isinstance(key, int):
+            continue
+        if key not in model.model_fields:
+            return None
+        annotation = model.model_fields[key].annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        found = None
+        for cand in inner:
+            args = getattr(cand, "__args__", (cand,))
+            for a in args:
+                if isinstance(a, type) and issubclass(a, BaseModel):
+                    found = a
+        model = found
+    return model
+
+
+def load_config(
+    profile: str = "smoke",
+    overrides: list[str] | None = None,
+    run_dir: str | Path | None = None,
+) -> Config:
+    """Load ``configs/<profile>.yaml`` (or a YAML file path), apply overrides and validate.
+
+    Args:
+        profile: profile name in ``configs/`` or a path to a YAML file.
+        overrides: ``section.key=value`` strings, applied in order (later wins).
+        run_dir: where the run's outputs go (default ``runs/<profile>``).
+
+    Raises:
+        ConfigError: with a message naming the offending key.
+    """
+    path = Path(profile)
+    if path.suffix not in {".yaml", ".yml"}:
+        path = CONFIG_DIR / f"{profile}.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"profile {profile!r} not found at {path}; available profiles: {', '.join(available_profiles())}"
+        )
+    try:
+        tree = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    tree.setdefault("profile", path.stem)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _apply_override(tree, keys, value, Config)
+    if run_dir is not None:
+        tree["run_dir"] = str(run_dir)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc, str(path))) from None
+
+
+def config_hash(cfg: Config, length: int = 12) -> str:
+    """Stable short hash of everything that defines the results (the run folder is excluded)."""
+    payload = cfg.model_dump(mode="json", exclude={"run_dir"})
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+    return digest[:length]
+
+
+def require_raw_data(cfg: Config) -> Path:
+    """The raw BraTS folder, or an error that says how to get the data."""
+    raw = cfg.raw_dir
+    if raw.is_dir() and any(raw.iterdir()):
+        return raw
+    if cfg.data.phantom is not None:
+        return raw  # the caller generates the phantom there
+    raise ConfigError(
+        f"raw data folder {raw} is missing or empty (data.raw_dir in profile {cfg.profile!r}).\n"
+        "Get BraTS 2024 Adult Post-Treatment Glioma training data from Synapse (id syn60086071, needs a "
+        "free Synapse account and accepting the data terms), unpack it so that the folder holds "
+        "BraTS-GLI-xxxxx-xxx/ case folders, and point data.raw_dir at it, e.g.\n"
+        "  gliomagen prepare --profile paper --set data.raw_dir=/data/BraTS2024-GLI-post\n"
+        "or run the smoke profile, which builds its own phantom dataset."
+    )

@@ -1,0 +1,110 @@
+"""Atomic, provenance-stamped writes of NIfTI volumes, JSON, CSV and torch objects.
+
+Every writer goes through a temporary file in the destination folder followed by ``os.replace``, so an
+interrupted run never leaves a half-written file under a final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from gliomagen import __version__
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it is renamed onto ``path`` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_json(path: str | Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+def write_csv(path: str | Path, frame: Any) -> Path:
+    """Write a pandas DataFrame atomically (no index)."""
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return Path(path)
+
+
+def provenance(config_hash: str, **extra: Any) -> dict[str, Any]:
+    """The metadata stamped on every output: package version and config hash, plus anything given."""
+    return {"gliomagen_version": __version__, "config_hash": config_hash, **extra}
+
+
+def write_nifti(
+    path: str | Path,
+    data: np.ndarray,
+    affine: np.ndarray,
+    config_hash: str | None = None,
+    dtype: type | np.dtype | None = None,
+) -> Path:
+    """Write a NIfTI volume atomically with a correct qform/sform and the config hash in ``descrip``.
+
+    Args:
+        path: destination ``.nii.gz``.
+        data: the array (cast to ``dtype`` if given).
+        affine: 4x4 voxel-to-world (RAS+ mm) matrix, stored as both sform and qform.
+        config_hash: stored in the header's ``descrip`` field (80 characters at most).
+        dtype: on-disk data type (e.g. ``np.float32`` for images, ``np.uint8`` for masks).
+    """
+    arr = np.asarray(data if dtype is None else data.astype(dtype, copy=False))
+    img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
+    img.set_sform(img.affine, code=1)
+    img.set_qform(img.affine, code=1)
+    img.header.set_data_dtype(arr.dtype)
+    if config_hash is not None:
+        img.header["descrip"] = f"gliomagen {__version__} cfg={config_hash}"[:79].encode()
+    with atomic_path(path) as tmp:
+        nib.save(img, str(tmp))
+    return Path(path)
+
+
+def nifti_config_hash(path: str | Path) -> str | None:
+    """The config hash stamped by :func:`write_nifti`, or ``None``."""
+    descrip = nib.load(str(path)).header["descrip"].tobytes().split(b"\x00")[0].decode(errors="replace")
+    for token in descrip.split():
+        if token.startswith("cfg="):
+            return token[4:]
+    return None

@@ -1,0 +1,68 @@
+"""Static checks that the set-up files stay consistent with pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import yaml
+
+from gliomagen.paths import PROJECT_ROOT
+
+PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+DEPENDENCIES = PYPROJECT["project"]["dependencies"]
+
+
+def _pins() -> dict[str, str]:
+    pins = {}
+    for dep in DEPENDENCIES:
+        m = re.match(r"^([A-Za-z0-9_.-]+)==([^;\s]+)", dep)
+        if m:
+            pins[m.group(1).lower()] = m.group(2)
+    return pins
+
+
+def test_torch_pins() -> None:
+    pins = _pins()
+    assert pins["torch"] == "2.14.1" and pins["torchvision"] == "0.29.1"
+    # no other line may name torch without the pin
+    assert sum(1 for d in DEPENDENCIES if re.match(r"^torch\b(?!vision|metrics)", d)) == 1
+
+
+def test_console_script() -> None:
+    assert PYPROJECT["project"]["scripts"]["gliomagen"] == "gliomagen.cli:main"
+
+
+def test_dockerfile_consistent() -> None:
+    text = (PROJECT_ROOT / "Dockerfile").read_text()
+    base = re.search(r"^FROM\s+(\S+)", text, re.M)
+    assert base and re.fullmatch(r"nvidia/cuda:\d+\.\d+\.\d+-\S+", base.group(1)), "pinned CUDA base image"
+    pins = _pins()
+    assert f"torch=={pins['torch']}" in text and f"torchvision=={pins['torchvision']}" in text
+    assert "pip install -e" in text
+    assert re.search(r'^CMD \["gliomagen", "reproduce", "--profile", "paper"\]', text, re.M)
+    assert "python3.11" in text
+
+
+def test_environment_yml_consistent() -> None:
+    env = yaml.safe_load((PROJECT_ROOT / "environment.yml").read_text())
+    deps = env["dependencies"]
+    assert "python=3.11" in deps
+    pip_deps = next(d["pip"] for d in deps if isinstance(d, dict))
+    pins = _pins()
+    for line in pip_deps:
+        m = re.match(r"^([A-Za-z0-9_.-]+)==(\S+)$", line)
+        if m:
+            assert pins.get(m.group(1).lower()) == m.group(2), (
+                f"environment.yml pins {line}, pyproject differs"
+            )
+    assert any(line.startswith("-e .") for line in pip_deps)
+
+
+def test_ci_calls_make_test() -> None:
+    assert "make test" in (PROJECT_ROOT / ".ci" / "run").read_text()
+
+
+def test_readme_starts_with_the_two_commands() -> None:
+    head = "\n".join((PROJECT_ROOT / "README.md").read_text().splitlines()[:25])
+    assert "make reproduce" in head and "make test" in head

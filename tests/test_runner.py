@@ -1,0 +1,71 @@
+"""The papermill runner: parameter injection, failure reporting, missing notebooks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gliomagen.runner import discover_notebooks, run_notebooks
+
+HEADER = """# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+profile = "smoke"
+overrides = []
+run_dir = None
+"""
+
+
+def _write(folder: Path, name: str, body: str) -> None:
+    (folder / name).write_text(HEADER + body)
+
+
+@pytest.mark.slow
+def test_runner_injects_parameters_and_reports_failing_cell(tmp_path: Path) -> None:
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    _write(
+        nbdir,
+        "01_first.py",
+        '\n# %%\nimport json, pathlib\npathlib.Path(run_dir, "seen.json").write_text(json.dumps([profile, overrides]))\n',
+    )
+    _write(nbdir, "02_second.py", "\n# %%\nx = 1\n\n# %%\nraise ValueError('boom in second')\n")
+    _write(nbdir, "03_third.py", "\n# %%\nprint('never')\n")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    result = run_notebooks(
+        "smoke", overrides=["train.max_steps=7"], run_dir=run_dir, start=1, stop=3, notebook_dir=nbdir
+    )
+    assert json.loads((run_dir / "seen.json").read_text()) == ["smoke", ["train.max_steps=7"]]
+    statuses = [(r.name, r.status) for r in result.results]
+    assert statuses == [("01_first", "ok"), ("02_second", "failed"), ("03_third", "not run")]
+    failed = result.results[1]
+    assert "02_second.py" in failed.message and "boom in second" in failed.message
+    assert "raise ValueError" in failed.message  # the failing cell is named by its source
+    assert (run_dir / "notebooks" / "01_first.ipynb").is_file()
+    assert (run_dir / "notebooks" / "02_second.FAILED.ipynb").is_file()
+    assert not result.ok
+
+
+def test_missing_notebook_is_reported_not_skipped(tmp_path: Path) -> None:
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    result = run_notebooks("smoke", run_dir=tmp_path / "run", start=2, stop=2, notebook_dir=nbdir)
+    assert [(r.name, r.status) for r in result.results] == [("02_training", "missing")]
+    assert not result.ok
+
+
+def test_project_notebooks_follow_naming() -> None:
+    found = discover_notebooks()
+    assert 1 in found and found[1].name == "01_data_preparation.py"
+    for path in found.values():
+        text = path.read_text()
+        assert 'tags=["parameters"]' in text, f"{path.name} has no parameters cell"

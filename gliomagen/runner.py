@@ -28,6 +28,7 @@ EXPECTED_NOTEBOOKS: dict[int, str] = {
     5: "05_fidelity",
     6: "06_segmentation",
     7: "07_figures_and_tables",
+    8: "08_reader_study",
 }
 
 
@@ -159,7 +160,7 @@ def run_notebooks(
     overrides: list[str] | None = None,
     run_dir: str | Path | None = None,
     start: int = 1,
-    stop: int = 7,
+    stop: int | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
     cell_timeout: int | None = None,
 ) -> RunResult:
@@ -170,7 +171,7 @@ def run_notebooks(
         overrides: ``section.key=value`` strings forwarded to each notebook's ``parameters`` cell.
         run_dir: run folder (default ``runs/<profile>``).
         start: first notebook number.
-        stop: last notebook number.
+        stop: last notebook number (default: the last one expected or found).
         notebook_dir: where the Jupytext notebooks are.
         cell_timeout: per-cell timeout in seconds.
     """
@@ -178,7 +179,9 @@ def run_notebooks(
     cfg = load_config(profile, overrides, run_dir=run_dir)  # fail fast on a bad config
     out_dir = cfg.paths.notebooks
     found = discover_notebooks(notebook_dir)
-    numbers = sorted(set(range(start, stop + 1)) & (set(EXPECTED_NOTEBOOKS) | set(found)))
+    known = set(EXPECTED_NOTEBOOKS) | set(found)
+    stop = max(known) if stop is None else stop
+    numbers = sorted(set(range(start, stop + 1)) & known)
     parameters = {"profile": profile, "overrides": overrides, "run_dir": str(cfg.paths.root)}
     result = RunResult()
     failed = False

@@ -1,0 +1,184 @@
+"""Discover BraTS case folders and validate every file of a case before it is prepared.
+
+A case is valid when all five files exist and are readable 3D NIfTI volumes with the same shape and
+affine, the images hold finite numbers and are not constant, and the segmentation holds only integer
+values that the profile's label map knows. Every problem becomes one message that names the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from gliomagen.cases import case_files
+from gliomagen.config import MODALITIES, LabelSpec
+
+#: any BraTS task (GLI, MEN, MET, PED, SSA, ...): BraTS-<task>-<5-digit patient>-<3-digit timepoint>
+CASE_PATTERN = re.compile(r"^BraTS-(?P<task>[A-Za-z]+)-(?P<patient>\d{5})-(?P<timepoint>\d{3})$")
+AFFINE_TOLERANCE_MM = 1e-3
+
+
+class CaseError(ValueError):
+    """A case cannot be prepared; ``problems`` lists one message per bad file."""
+
+    def __init__(self, case_id: str, problems: list[str]) -> None:
+        super().__init__(f"{case_id}: " + "; ".join(problems))
+        self.case_id = case_id
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class RawCase:
+    """One discovered case folder.
+
+    Args:
+        case_id: folder name, e.g. ``BraTS-GLI-00012-001``.
+        path: the folder.
+        patient: patient part of the id (``00012``); scans of one patient share it.
+        timepoint: timepoint part (``001``).
+    """
+
+    case_id: str
+    path: Path
+    patient: str
+    timepoint: str
+
+
+@dataclass
+class RawScan:
+    """A validated case in memory: images (float32) by modality, the raw segmentation, the geometry."""
+
+    case: RawCase
+    images: dict[str, np.ndarray]
+    seg: np.ndarray
+    affine: np.ndarray
+
+
+def discover_cases(raw_dir: str | Path) -> tuple[list[RawCase], list[str]]:
+    """Case folders in ``raw_dir`` (or one level below, as BraTS zips unpack), sorted by id.
+
+    Returns:
+        the cases and a list of skipped folder names that are not BraTS case ids.
+
+    Raises:
+        FileNotFoundError: ``raw_dir`` does not exist or holds no case folder.
+    """
+    raw = Path(raw_dir)
+    if not raw.is_dir():
+        raise FileNotFoundError(f"raw data folder {raw} does not exist")
+    folders = [p for p in raw.iterdir() if p.is_dir()]
+    if not any(CASE_PATTERN.match(p.name) for p in folders):
+        folders = [q for p in folders for q in p.iterdir() if q.is_dir()]
+    cases, skipped = [], []
+    for folder in sorted(folders, key=lambda p: p.name):
+        m = CASE_PATTERN.match(folder.name)
+        if m is None:
+            if not folder.name.startswith("."):
+                skipped.append(folder.name)
+            continue
+        cases.append(RawCase(folder.name, folder, m.group("patient"), m.group("timepoint")))
+    ids = [c.case_id for c in cases]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ValueError(f"{raw}: case ids found more than once: {duplicates}")
+    if not cases:
+        raise FileNotFoundError(
+            f"{raw} holds no BraTS case folder (expected BraTS-<task>-<5 digits>-<3 digits>/ folders)"
+        )
+    return cases, skipped
+
+
+def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    img = nib.load(str(path))
+    data = np.asarray(img.dataobj)
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {data.shape}")
+    return data, np.asarray(img.affine, float)
+
+
+def load_raw_case(case: RawCase, labels: list[LabelSpec]) -> RawScan:
+    """Read and validate the five files of ``case``.
+
+    Args:
+        case: the discovered folder.
+        labels: the profile's label map (the segmentation may only hold their ``source`` values).
+
+    Raises:
+        CaseError: every problem found, each naming the file.
+    """
+    problems: list[str] = []
+    arrays: dict[str, np.ndarray] = {}
+    affines: dict[str, np.ndarray] = {}
+    for name, path in case_files(case.path).items():
+        if not path.is_file():
+            problems.append(f"{path.name}: file is missing")
+            continue
+        try:
+            arrays[name], affines[name] = _read(path)
+        except (EOFError, OSError) as exc:  # zlib errors and short reads both end up here
+            problems.append(f"{path.name}: unreadable or truncated gzip/NIfTI ({type(exc).__name__}: {exc})")
+        except Exception as exc:  # noqa: BLE001 -- any reader failure is reported, never raised
+            problems.append(f"{path.name}: cannot be read as NIfTI ({type(exc).__name__}: {exc})")
+    problems += _geometry_problems(case, arrays, affines)
+    problems += _content_problems(case, arrays, labels)
+    if problems:
+        raise CaseError(case.case_id, problems)
+    images = {m: arrays[m].astype(np.float32) for m in MODALITIES}
+    return RawScan(case, images, arrays["seg"].astype(np.int64), affines["seg"])
+
+
+def _geometry_problems(
+    case: RawCase, arrays: dict[str, np.ndarray], affines: dict[str, np.ndarray]
+) -> list[str]:
+    """Shape and affine of every file against the reference (the segmentation, else the first image)."""
+    if not arrays:
+        return []
+    ref = "seg" if "seg" in arrays else next(iter(arrays))
+    ref_file = case_files(case.path)[ref].name
+    problems = []
+    for name in arrays:
+        if name == ref:
+            continue
+        file = case_files(case.path)[name].name
+        if arrays[name].shape != arrays[ref].shape:
+            problems.append(f"{file}: shape {arrays[name].shape} differs from {ref_file} {arrays[ref].shape}")
+        diff = float(np.abs(affines[name] - affines[ref]).max())
+        if diff > AFFINE_TOLERANCE_MM:
+            problems.append(f"{file}: affine differs from {ref_file} (max difference {diff:.3g})")
+    return problems
+
+
+def _content_problems(case: RawCase, arrays: dict[str, np.ndarray], labels: list[LabelSpec]) -> list[str]:
+    problems = []
+    files = case_files(case.path)
+    for name in MODALITIES:
+        if name not in arrays:
+            continue
+        data = arrays[name]
+        if not np.issubdtype(data.dtype, np.number):
+            problems.append(f"{files[name].name}: data type {data.dtype} is not numeric")
+            continue
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            problems.append(f"{files[name].name}: {bad} NaN/infinite voxel(s)")
+        elif float(data.max()) == float(data.min()):
+            problems.append(f"{files[name].name}: image is constant (every voxel = {float(data.min()):g})")
+    if "seg" in arrays:
+        seg = arrays["seg"]
+        if np.issubdtype(seg.dtype, np.floating) and not np.all(np.isfinite(seg) & (seg == np.round(seg))):
+            problems.append(f"{files['seg'].name}: segmentation holds non-integer values")
+            return problems
+        known = sorted(lab.source for lab in labels if lab.source is not None)
+        values = [int(v) for v in np.unique(seg)]
+        unknown = [v for v in values if v not in known]
+        if unknown:
+            problems.append(
+                f"{files['seg'].name}: unknown label value(s) {unknown} (the profile's data.labels know {known})"
+            )
+    return problems

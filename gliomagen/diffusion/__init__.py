@@ -1,0 +1,1 @@
+"""Mask-conditioned 3D diffusion (issue #4): network, samplers, training, checkpoints."""

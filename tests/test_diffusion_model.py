@@ -1,0 +1,99 @@
+"""The denoiser network and the mask encoding (issue #4)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gliomagen.config import load_config
+from gliomagen.diffusion.network import (
+    build_model,
+    count_parameters,
+    enable_grad_checkpointing,
+    encode_mask,
+    model_summary,
+    n_mask_channels,
+)
+
+
+def test_paper_network_matches_the_original_parameter_count_and_flops() -> None:
+    cfg = load_config("paper")
+    summary = model_summary(cfg)
+    # 57,566,020 parameters and 21.29 TFLOP per forward at 192x192x144 (PAPER.md §2, DESIGN.md)
+    assert summary["parameters"] == 57_566_020
+    assert summary["forward_tflop"] == pytest.approx(21.29, abs=0.01)
+    levels = {lvl.block: lvl.shape for lvl in summary["levels"]}
+    assert levels["conv_in"] == (1, 64, 192, 192, 144)
+    assert levels["middle"] == (1, 256, 12, 12, 9)
+    assert levels["out"] == (1, 4, 192, 192, 144)
+
+
+def test_paper_network_on_meta_device_has_ten_inputs_and_four_outputs() -> None:
+    net = build_model(load_config("paper"), device="meta")
+    assert net.conv_in.conv.in_channels == 10
+    x = torch.empty(2, 10, 32, 32, 32, device="meta")
+    assert net(x, torch.zeros(2, device="meta")).shape == (2, 4, 32, 32, 32)
+
+
+def test_paper_encoding_is_one_hot_of_values_one_to_six_with_a_zero_channel() -> None:
+    cfg = load_config("smoke")
+    mask = np.array([0, 1, 2, 3, 4, 5], np.uint8).reshape(1, 1, 6)
+    enc = encode_mask(mask, cfg)
+    assert enc.shape == (6, 1, 1, 6) and n_mask_channels(cfg) == 6
+    # channel k is 1 exactly where the mask equals k+1; the sixth (value 6) is always zero
+    expected = np.zeros((6, 6))
+    for value in range(1, 6):
+        expected[value - 1, value] = 1
+    np.testing.assert_array_equal(enc[:, 0, 0, :].numpy(), expected)
+
+
+def test_compact_encoding_drops_the_always_zero_channel() -> None:
+    cfg = load_config("smoke", ["model.mask_encoding=compact"])
+    mask = torch.tensor([[[0, 5, 1]]], dtype=torch.uint8)
+    enc = encode_mask(mask[None], cfg)  # batched input
+    assert enc.shape == (1, 5, 1, 1, 3)
+    assert enc[0, :, 0, 0, 1].tolist() == [0, 0, 0, 0, 1]
+    assert enc[0, :, 0, 0, 0].tolist() == [0, 0, 0, 0, 0]
+    assert build_model(cfg, device="meta").conv_in.conv.in_channels == 4 + 5
+
+
+def test_encoding_follows_the_profile_label_map() -> None:
+    labels = (
+        "data.labels=[{name: background, source: 0, value: 0, tumour: false},"
+        " {name: head, source: null, value: 1, tumour: false}, {name: lesion, source: 1, value: 7}]"
+    )
+    cfg = load_config("smoke", [labels, "model.mask_encoding=compact"])
+    enc = encode_mask(np.array([[[0, 1, 7]]]), cfg)
+    assert enc[:, 0, 0, 2].tolist() == [0, 1]
+    assert n_mask_channels(load_config("smoke", [labels])) == 3  # paper: values 1..3
+
+
+def test_unknown_mask_value_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match=r"values \[9\] that are not in the label map"):
+        encode_mask(np.array([[[0, 9]]]), load_config("smoke"))
+
+
+def test_gradient_checkpointing_keeps_weights_and_gradients() -> None:
+    cfg = load_config(
+        "smoke", ["model.channels=[8, 16]", "model.num_res_blocks=1", "model.num_head_channels=16"]
+    )
+    torch.manual_seed(0)
+    plain = build_model(cfg)
+    with torch.no_grad():  # the output conv starts at zero: perturb so that every gradient is non-zero
+        for p in plain.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    ckpt = build_model(cfg)
+    ckpt.load_state_dict(plain.state_dict())
+    assert enable_grad_checkpointing(ckpt) > 0
+    assert list(ckpt.state_dict()) == list(plain.state_dict())  # same keys: checkpoints stay compatible
+    x = torch.randn(1, 10, 8, 8, 8)
+    t = torch.tensor([10])
+    grads = []
+    for net in (plain, ckpt):
+        net.train()
+        net(x, t).square().mean().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    assert (grads[0] != 0).float().mean() > 0.9
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
+    assert count_parameters(plain) == count_parameters(ckpt)

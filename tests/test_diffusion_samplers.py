@@ -1,0 +1,115 @@
+"""Noise schedule and samplers, checked against hand formulas and an exact "oracle" denoiser."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from gliomagen.config import load_config
+from gliomagen.diffusion.samplers import make_generator, make_sampler
+from gliomagen.diffusion.schedule import make_train_scheduler, noisy_examples
+
+T = 50
+
+
+def cosine_alpha_bar(T: int, s: float = 0.008, beta_max: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal (2021) eq. 17, written independently of MONAI: abar_t for t = 0..T-1."""
+    f = [math.cos((t / T + s) / (1 + s) * math.pi / 2) ** 2 for t in range(T + 1)]
+    betas = [min(1 - f[t + 1] / f[t], beta_max) for t in range(T)]
+    return torch.tensor([math.prod(1 - b for b in betas[: t + 1]) for t in range(T)], dtype=torch.float64)
+
+
+class Oracle(nn.Module):
+    """The ideal noise predictor for a known clean image: eps = (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
+
+    def __init__(self, x0: torch.Tensor, abar: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("x0", x0)
+        self.abar = abar.float()
+        self.dummy = nn.Parameter(torch.zeros(()))  # gives the sampler a device
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        a = self.abar[timesteps].view(-1, 1, 1, 1, 1)
+        x_t = x[:, : self.x0.shape[1]]
+        return (x_t - a.sqrt() * self.x0) / (1 - a).sqrt()
+
+
+@pytest.fixture
+def cfg():
+    return load_config("smoke", [f"diffusion.timesteps={T}", "generate.eta=0.0"])
+
+
+def test_cosine_schedule_matches_the_formula(cfg) -> None:
+    sched = make_train_scheduler(cfg)
+    torch.testing.assert_close(sched.alphas_cumprod.double(), cosine_alpha_bar(T), rtol=1e-4, atol=1e-6)
+    assert float(sched.betas.max()) <= 0.999 + 1e-7
+    capped = make_train_scheduler(
+        load_config("smoke", [f"diffusion.timesteps={T}", "diffusion.beta_max=0.5"])
+    )
+    torch.testing.assert_close(
+        capped.alphas_cumprod.double(), cosine_alpha_bar(T, beta_max=0.5), rtol=1e-4, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize(("name", "steps"), [("ddpm", T), ("ddim", 10), ("ddim", 7), ("dpmpp", 10)])
+def test_every_sampler_recovers_the_image_of_an_exact_denoiser(cfg, name: str, steps: int) -> None:
+    x0 = torch.rand(2, 4, 6, 5, 4, generator=torch.Generator().manual_seed(1))
+    oracle = Oracle(x0, cosine_alpha_bar(T))
+    sampler = make_sampler(cfg, name, steps)
+    cond = torch.zeros(2, 6, 6, 5, 4)
+    out = sampler.sample(oracle, cond, generator=make_generator(0))
+    assert out.shape == (2, 4, 6, 5, 4)
+    torch.testing.assert_close(out, x0, atol=2e-3, rtol=0)
+    assert len(sampler.timesteps) == steps and sampler.timesteps[0] == T - 1
+
+
+def test_ddim_timesteps_are_evenly_spaced_as_monai_steps_them(cfg) -> None:
+    sampler = make_sampler(cfg, "ddim", 7)
+    ts = sampler.timesteps
+    # MONAI steps from t to t - T // steps; the grid must use the same spacing
+    assert all(a - b == T // 7 for a, b in zip(ts, ts[1:], strict=False))
+    assert ts[-1] == T - 1 - 6 * (T // 7)
+
+
+def test_output_is_clamped_to_unit_range(cfg) -> None:
+    x0 = torch.full((1, 4, 4, 4, 4), 1.7)  # a denoiser that insists on values above 1
+    x0[:, :2] = -0.5
+    out = make_sampler(cfg, "ddim", 5).sample(Oracle(x0, cosine_alpha_bar(T)), torch.zeros(1, 6, 4, 4, 4))
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+
+
+def test_samples_are_reproducible_for_a_seed(cfg) -> None:
+    x0 = torch.rand(1, 4, 4, 4, 4)
+    oracle = Oracle(x0, cosine_alpha_bar(T) * 0.9)  # a wrong denoiser, so the noise matters
+    sampler = make_sampler(cfg, "ddpm", T)
+    cond = torch.zeros(1, 6, 4, 4, 4)
+    a = sampler.sample(oracle, cond, generator=make_generator(3))
+    b = sampler.sample(oracle, cond, generator=make_generator(3))
+    c = sampler.sample(oracle, cond, generator=make_generator(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_sampler_errors_are_clear(cfg) -> None:
+    with pytest.raises(ValueError, match="ancestral DDPM sampler runs all 50 steps"):
+        make_sampler(cfg, "ddpm", 10)
+    with pytest.raises(ValueError, match="unknown sampler 'euler'"):
+        make_sampler(cfg, "euler", 10)
+    with pytest.raises(ValueError, match=r"steps must be in 1..50"):
+        make_sampler(cfg, "ddim", 51)
+
+
+def test_trajectory_and_forward_process_for_the_figure(cfg) -> None:
+    x0 = torch.rand(1, 4, 4, 4, 4)
+    states = make_sampler(cfg, "ddim", 10).trajectory(
+        Oracle(x0, cosine_alpha_bar(T)), torch.zeros(1, 6, 4, 4, 4), record=4
+    )
+    assert [s["step"] for s in states] == [0, 3, 6, 9]
+    torch.testing.assert_close(states[-1]["x0"], x0, atol=2e-3, rtol=0)
+    noisy = noisy_examples(cfg, x0[0], [0, T - 1], seed=0)
+    abar = cosine_alpha_bar(T)
+    # x_0 is nearly clean, x_{T-1} is nearly pure noise (correlation with x0 ~ sqrt(abar))
+    assert float((noisy[0] - x0[0]).abs().max()) < 5 * math.sqrt(1 - abar[0])
+    assert float(abar[T - 1]) < 1e-3

@@ -1,0 +1,190 @@
+"""Training: over-fitting, exact resume, checkpoint safety, LR/EMA rules, encoder freeze, DDP (issue #4)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import torch.multiprocessing as mp
+from diffusion_toy import tiny_config, toy_case, write_prepared
+
+from gliomagen.diffusion.checkpoint import CheckpointError, load_for_sampling, read_checkpoint
+from gliomagen.diffusion.ema import EMA
+from gliomagen.diffusion.network import build_model, encode_mask
+from gliomagen.diffusion.schedule import add_noise, diffusion_loss, make_train_scheduler
+from gliomagen.diffusion.train import lr_factor, train
+
+torch.set_num_threads(1)  # the machine is shared; tiny nets do not gain from threads
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One uninterrupted 6-step run (shared by the resume, freeze, sampling and DDP tests)."""
+    root = tmp_path_factory.mktemp("uninterrupted")
+    cfg = tiny_config(root)
+    write_prepared(cfg)
+    train(cfg, progress=False)
+    return root
+
+
+def _states(root: Path) -> dict[str, dict[str, torch.Tensor]]:
+    ckpt = read_checkpoint(root / "checkpoints" / "last.pt")
+    return {"model": ckpt["model"], "ema": ckpt["ema"]}
+
+
+def test_loss_decreases_when_overfitting_one_batch(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    torch.manual_seed(0)
+    net = build_model(cfg)
+    case = toy_case("BraTS-GLI-00000-000", (16, 16, 16), seed=0)
+    x0 = torch.from_numpy(case.image)[None]
+    cond = encode_mask(case.mask, cfg)[None]
+    sched = make_train_scheduler(cfg)
+    t = torch.tensor([10])
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        opt.zero_grad()
+        loss = diffusion_loss(net(torch.cat([add_noise(sched, x0, noise, t), cond], 1), t), noise, "l1")
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert losses[0] == pytest.approx(float(noise.abs().mean()), rel=1e-5)  # zero-initialised output
+    assert sum(losses[-3:]) / 3 < 0.6 * losses[0]
+
+
+def test_run_writes_logs_checkpoints_previews(reference_run: Path) -> None:
+    ckpts = sorted(p.name for p in (reference_run / "checkpoints").iterdir())
+    assert ckpts == ["best.pt", "last.pt", "step_0000002.pt", "step_0000004.pt", "step_0000006.pt"]
+    log = pd.read_csv(reference_run / "training" / "train_log.csv")
+    assert log["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    # LR milestone 3 with factors 1, 0.5; the encoder is frozen from step 4 (steps 5 and 6)
+    assert log["lr"].tolist() == pytest.approx([2e-3, 2e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    assert log["frozen"].tolist() == [False] * 4 + [True] * 2
+    val = pd.read_csv(reference_run / "training" / "val_log.csv")
+    assert val["step"].tolist() == [3, 6] and {"val_t5", "val_t25", "val_t45"} <= set(val.columns)
+    assert (reference_run / "training" / "previews" / "step_0000006.png").is_file()
+    assert any((reference_run / "training" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_encoder_is_frozen_after_the_configured_step(reference_run: Path) -> None:
+    at4 = read_checkpoint(reference_run / "checkpoints" / "step_0000004.pt")["model"]
+    at6 = read_checkpoint(reference_run / "checkpoints" / "step_0000006.pt")["model"]
+    for key in at4:
+        if key.startswith(("conv_in.", "down_blocks.")):
+            assert torch.equal(at4[key], at6[key]), key
+    assert not torch.equal(at4["out.2.conv.weight"], at6["out.2.conv.weight"])
+
+
+def test_resume_is_exact(reference_run: Path, tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path)
+    write_prepared(cfg)
+    first = train(cfg, max_steps=3, progress=False)
+    assert first["step"] == 3
+    second = train(cfg, progress=False)  # resumes from last.pt at step 3
+    assert second["step"] == 6 and second["steps_run"] == 3
+    resumed, reference = _states(tmp_path), _states(reference_run)
+    for part in ("model", "ema"):
+        for key, value in reference[part].items():
+            assert torch.equal(resumed[part][key], value), f"{part}.{key}"
+    a = pd.read_csv(tmp_path / "training" / "train_log.csv")
+    b = pd.read_csv(reference_run / "training" / "train_log.csv")
+    assert a["loss"].tolist() == b["loss"].tolist()
+    assert train(cfg, progress=False)["steps_run"] == 0  # finished work is skipped
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    cfg = tiny_config(tmp_path, "train.max_steps=2")
+    write_prepared(cfg, n_train=2, n_val=1)
+    train(cfg, progress=False)
+    last = tmp_path / "checkpoints" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"last.pt cannot be read .*truncated, corrupted"):
+        train(cfg, progress=False)
+
+
+def test_mismatched_checkpoint_is_refused_with_the_differing_keys(reference_run: Path) -> None:
+    other = tiny_config(reference_run, "train.lr=0.5", "train.max_steps=8")
+    with pytest.raises(CheckpointError, match=r"train\.lr: checkpoint 0\.002 vs config 0\.5"):
+        train(other, progress=False)
+    wider = tiny_config(reference_run, "model.channels=[8, 24]")
+    with pytest.raises(
+        CheckpointError,
+        match=r"(?s)cannot sample .*model\.channels: checkpoint \[8, 16\] vs config \[8, 24\]",
+    ):
+        load_for_sampling(wider, "last")
+
+
+def test_load_for_sampling_returns_the_ema_in_eval_mode(reference_run: Path) -> None:
+    cfg = tiny_config(reference_run, "generate.steps=20")  # sampler settings may differ from training
+    model, meta = load_for_sampling(cfg, "best")
+    best = reference_run / "checkpoints" / "best.pt"
+    assert meta["sha256"] == hashlib.sha256(best.read_bytes()).hexdigest()
+    assert meta["step"] == 6 and not model.training
+    ema = read_checkpoint(best)["ema"]
+    assert torch.equal(model.conv_in.conv.weight, ema["module.conv_in.conv.weight"])
+
+
+def test_lr_factors_follow_the_paper_milestones() -> None:
+    m, f = [65_000, 75_000, 85_000, 100_000], [1.0, 0.75, 0.5, 0.25, 0.1]
+    got = [lr_factor(s, m, f) for s in (0, 64_999, 65_000, 74_999, 75_000, 85_000, 99_999, 100_000, 245_000)]
+    assert got == [1.0, 1.0, 0.75, 0.75, 0.5, 0.25, 0.25, 0.1, 0.1]
+
+
+def test_ema_copies_before_start_then_averages() -> None:
+    net = torch.nn.Linear(1, 1, bias=False)
+    ema = EMA(net, decay=0.9, every=2, start=4)
+    seen = {}
+    for step in range(1, 9):
+        net.weight.data.fill_(float(step))
+        ema.update(net, step)
+        seen[step] = float(ema.module.weight)
+    # step 2: copy (2.0); step 4: 0.9*2 + 0.1*4; step 6: 0.9*2.2 + 0.1*6; step 8: 0.9*2.58 + 0.1*8
+    assert [seen[s] for s in (2, 3, 4, 6, 8)] == pytest.approx([2.0, 2.0, 2.2, 2.58, 3.122])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, run_dir: str) -> None:
+    os.environ.update(
+        {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)}
+        | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
+    )
+    torch.set_num_threads(1)
+    train(tiny_config(Path(run_dir)), progress=False)
+
+
+def test_ddp_two_cpu_processes_match_one_process(reference_run: Path, tmp_path: Path) -> None:
+    """Same global batch (2) as 2 gloo processes x 1 sample: same samples, noise, losses and weights.
+
+    Float sums differ in order between the two, and Adam turns rounding differences of near-zero gradients
+    into updates of up to +-lr, so weights are compared with a bound below lr and an element fraction;
+    a wrong data split or missing gradient averaging changes the losses at the 1e-2 level.
+    """
+    cfg = tiny_config(tmp_path)
+    write_prepared(cfg)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    a = pd.read_csv(tmp_path / "training" / "train_log.csv")["loss"]
+    b = pd.read_csv(reference_run / "training" / "train_log.csv")["loss"]
+    assert a.tolist() == pytest.approx(b.tolist(), rel=1e-5)
+    ddp_states, single = _states(tmp_path), _states(reference_run)
+    for part in ("model", "ema"):
+        diff = torch.cat(
+            [
+                (ddp_states[part][k] - v).abs().flatten()
+                for k, v in single[part].items()
+                if v.is_floating_point()
+            ]
+        )
+        assert float(diff.max()) < 0.5 * cfg.train.lr, part
+        assert float((diff > 1e-4).float().mean()) < 1e-3, part

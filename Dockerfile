@@ -23,10 +23,11 @@ ENV PATH=/opt/venv/bin:$PATH
 
 COPY pyproject.toml README.md ./
 COPY gliomagen ./gliomagen
+# pyradiomics (for frd-score) has no Python 3.11 wheel: build it against numpy before the project.
 RUN pip install --upgrade pip setuptools wheel \
-    && pip install torch==2.14.1 torchvision==0.29.1 \
-    && pip install -e ".[dev]" \
-    && pip install versioneer numpy && pip install --no-build-isolation pyradiomics==3.0.1 && pip install frd-score
+    && pip install torch==2.14.1 torchvision==0.29.1 versioneer numpy \
+    && pip install --no-build-isolation pyradiomics==3.0.1 \
+    && pip install -e ".[dev]"
 
 # Fetch the feature-extractor weights now, while the build has internet; runs are offline afterwards.
 RUN python -m gliomagen.fidelity.features --fetch-all

@@ -20,7 +20,10 @@ $(BIN)/python:
 	$(BIN)/pip install --upgrade pip setuptools wheel
 
 # Re-install whenever the project's dependency list changes.
+# pyradiomics (needed by frd-score) has no wheel for Python 3.11: build it against the venv's numpy first.
 $(STAMP): pyproject.toml $(BIN)/python
+	$(BIN)/pip install torch==2.14.1 torchvision==0.29.1 versioneer numpy
+	$(BIN)/pip install --no-build-isolation pyradiomics==3.0.1
 	$(BIN)/pip install -e ".[dev]"
 	touch $(STAMP)
 
@@ -31,6 +34,10 @@ reproduce: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Build the manuscript PDF (where LaTeX exists) after checking every generated include exists.
+paper: $(STAMP)
+	$(BIN)/python -m gliomagen.paper --profile $(PROFILE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gliomagen tests notebooks

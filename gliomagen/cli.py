@@ -29,6 +29,11 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "fidelity": ("gliomagen.fidelity.evaluate:run_cli", 6, "MS-SSIM, FID, KID, FRD on validation pairs"),
     "segment": ("gliomagen.segmentation.pipeline:run_cli", 7, "nnU-Net v2 on the six data mixes"),
     "figures": ("gliomagen.figures:run_cli", 8, "regenerate every figure and table"),
+    "reader-study": (
+        "gliomagen.reader_study:run_cli",
+        9,
+        "blinded reader study: build the kit, score answers",
+    ),
 }
 
 
@@ -84,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "reproduce",
-        help="execute the notebooks 01..07 in order with papermill",
+        help="execute the notebooks (01..08) in order with papermill",
         description=(
             "Convert each Jupytext notebook in notebooks/ and execute it with papermill for the chosen profile; "
             "executed notebooks go to <run-dir>/notebooks/. Stops at the first failing notebook and names the cell."
@@ -92,7 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p)
     p.add_argument("--from", dest="start", type=int, default=1, help="first notebook number (default 1)")
-    p.add_argument("--to", dest="stop", type=int, default=7, help="last notebook number (default 7)")
+    p.add_argument(
+        "--to", dest="stop", type=int, default=None, help="last notebook number (default: the last)"
+    )
     p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default none)")
 
     p = sub.add_parser("config", help="print the resolved configuration and its hash")
@@ -133,6 +140,19 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--skip-training", action="store_true", help="only export datasets and evaluate")
     elif name == "augment":
         p.add_argument("--limit", type=int, default=None, help="augment only the first N training masks")
+    elif name == "fidelity":
+        p.add_argument("--force", action="store_true", help="recompute even if fidelity.json is up to date")
+    elif name == "reader-study":
+        p.add_argument("action", nargs="?", choices=["build", "score"], help="build the kit or score answers")
+        p.add_argument(
+            "--answers",
+            nargs="+",
+            default=None,
+            help="answer files/folders (default <run>/reader_study/answers)",
+        )
+        p.add_argument(
+            "--force", action="store_true", help="build: replace a kit that has answers (archived)"
+        )
 
 
 def _setup_logging(verbose: bool) -> None:

@@ -83,6 +83,15 @@ class IntensityConfig(_Section):
 
 
 class SplitConfig(_Section):
+    """Train/validation split (see ``gliomagen.data.split``).
+
+    Args:
+        method: ``patient`` (no patient on both sides) or ``paper`` (validation ids from a file).
+        n_val: number of validation *scans* to aim for; whole patients are added, never exceeding it.
+        val_ids_file: the validation ids for ``method: paper``.
+        seed: shuffle seed of the patient split.
+    """
+
     method: Literal["patient", "paper"] = "patient"
     n_val: int = Field(48, ge=1)
     val_ids_file: str | None = None
@@ -90,12 +99,24 @@ class SplitConfig(_Section):
 
 
 class QCConfig(_Section):
+    """Automatic QC (see ``gliomagen.data.qc``): which flags exclude a scan, and the hole tolerance.
+
+    Args:
+        exclude: flags that remove a scan from the split (others are only reported).
+        max_hole_ml: largest tolerated hole: background enclosed by the head within axial slices, as one
+            connected region (ml). Basal cisterns give a few ml on every brain; a channel cut through the
+            head by a skull-stripping failure gives tens.
+        max_border_voxels: head voxels tolerated on the faces of the prepared volume.
+    """
+
     exclude: list[Literal["head_holes", "head_touches_border", "label_lost", "empty_mask"]] = [
         "head_holes",
         "head_touches_border",
         "label_lost",
         "empty_mask",
     ]
+    max_hole_ml: float = Field(15.0, ge=0)
+    max_border_voxels: int = Field(0, ge=0)
 
 
 class DataConfig(_Section):
@@ -149,6 +170,11 @@ class ModelConfig(_Section):
                 f"channels {bad} are not multiples of norm_num_groups={self.norm_num_groups}; "
                 "GroupNorm needs whole groups"
             )
+        if self.channels[-1] % self.num_head_channels:
+            raise ValueError(
+                f"num_head_channels={self.num_head_channels} must divide the last channel count "
+                f"{self.channels[-1]} (the middle block's attention); the paper uses one head: set it equal"
+            )
         return self
 
 
@@ -173,6 +199,7 @@ class TrainConfig(_Section):
     lr_factors: list[float] = [1.0, 0.75, 0.5, 0.25, 0.1]
     freeze_encoder_step: int | None = 170_000
     checkpoint_every: int = Field(2500, ge=1)
+    keep_checkpoints: int | None = Field(5, ge=1)  # newest step_*.pt kept (None: all); best/last always
     val_every: int = Field(2500, ge=1)
     val_cases: int = Field(4, ge=1)
     val_timesteps: list[int] = [50, 250, 500, 750, 950]
@@ -202,42 +229,129 @@ class TrainConfig(_Section):
 
 # -------------------------------------------------------------------------------------------- augment
 class AugmentConfig(_Section):
+    """Mask augmentation (``gliomagen augment``): the paper's flip + scale recipe, optional extras.
+
+    Args:
+        rounds: augmented masks tried per training mask (paper: 2).
+        flip_p: probability of a left-right flip (axis found from the affine).
+        scale_range: isotropic nearest-neighbour scale factor range about the volume centre.
+        max_retries: attempts (new scale/rotation/deformation) until no head voxel is on the border.
+        rotation_deg: maximum absolute rotation about each world axis (0 = off, paper).
+        elastic: smooth random elastic deformation (off in the paper).
+        elastic_sigma_mm: smoothness (Gaussian sigma) of the displacement field.
+        elastic_magnitude_mm: standard deviation of the displacement.
+        move_lesion: translate the lesion inside the head (off in the paper).
+        move_max_mm: largest translation per world axis when moving the lesion.
+        workers: parallel processes.
+        seed: base seed; each (source, round) gets its own stream.
+    """
+
     rounds: int = Field(2, ge=1)
     flip_p: float = Field(0.5, ge=0, le=1)
     scale_range: tuple[float, float] = (0.98, 1.02)
     max_retries: int = Field(10, ge=1)
     rotation_deg: float = Field(0.0, ge=0, le=45)
     elastic: bool = False
+    elastic_sigma_mm: float = Field(8.0, gt=0)
+    elastic_magnitude_mm: float = Field(1.5, ge=0)
     move_lesion: bool = False
+    move_max_mm: float = Field(10.0, ge=0)
+    workers: int = Field(1, ge=1)
     seed: int = 0
+
+    @field_validator("scale_range")
+    @classmethod
+    def _scale_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 < v[0] <= v[1]):
+            raise ValueError(f"must be two factors with 0 < low <= high, got {v}")
+        return v
 
 
 # ------------------------------------------------------------------------------------------- generate
 class GenerateConfig(_Section):
+    """Generation (``gliomagen generate``) from the EMA weights of a checkpoint.
+
+    Args:
+        sampler: ``ddpm`` (the paper's ancestral sampler, all T steps), ``ddim`` or ``dpmpp``.
+        steps: sampling steps (``ddpm`` needs ``diffusion.timesteps``).
+        eta: DDIM stochasticity (0 = deterministic).
+        batch_size: volumes per sampler call.
+        checkpoint: ``best``, ``last`` or a checkpoint file.
+        n_synthetic: augmented masks to generate from (round 1 first); ``null`` = all accepted.
+        seed: base seed; each volume's noise seed is derived from ``(seed, id)``.
+        device: ``auto`` (the local rank's GPU, else CPU), ``cpu``, ``cuda:0``, ...
+        timing_budget_s: notebook 04 runs a sampler for timing only if it is predicted to take at most this
+            long; slower ones are extrapolated from a short run (and labelled so).
+        timing_fast_steps: steps used for the ddim and dpmpp timings in notebook 04.
+    """
+
     sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddpm"
     steps: int = Field(1000, ge=1)
     eta: float = Field(0.0, ge=0)
     batch_size: int = Field(1, ge=1)
     checkpoint: str = "best"
-    n_synthetic: int | None = None
+    n_synthetic: int | None = Field(None, ge=0)
     seed: int = 0
     device: str = "auto"
+    timing_budget_s: float = Field(60.0, ge=0)
+    timing_fast_steps: int = Field(50, ge=1)
 
 
 # ------------------------------------------------------------------------------------------- fidelity
 class FidelityConfig(_Section):
-    extractors: list[str] = ["inception-torchvision", "inception-fid"]
+    """Fidelity of generated validation volumes (``gliomagen fidelity``, notebook 05).
+
+    Args:
+        extractors: slice feature extractors for FID/KID (see ``gliomagen.fidelity.features.REGISTRY``):
+            ``inception-torchvision`` (the paper's), ``inception-fid`` (torch-fidelity's standard FID
+            network), ``radiomics`` (pyradiomics texture features; needs no downloaded weights).
+        weights_dir: folder searched first for extractor weights (then the torch hub cache).
+        exclude_empty_slices: corrected metrics drop axial slices whose real image is empty.
+        empty_threshold: a slice is empty when every real voxel in it is <= this value.
+        ms_ssim_kernel: Gaussian window of (MS-)SSIM (paper: 11).
+        ms_ssim_scales: MS-SSIM scales; ``None`` = as many of the standard 5 as the image size allows.
+        bootstrap: resamples of subjects for the 95% confidence intervals (0 = no intervals).
+        confidence: level of the bootstrap intervals.
+        kid_subsets: KID subsets (paper: 10).
+        kid_subset_size: slices per KID subset (capped at the number of slices available).
+        frd: compute the Fréchet Radiomics Distance with ``frd-score``.
+        frd_max_slices: at most this many non-empty slices per set and modality go to FRD (``None`` = all).
+        batch_size: slices per forward pass of a network extractor.
+        workers: processes for the radiomics features.
+        threads: torch CPU threads while evaluating (``None`` = torch's default); 1 is fastest for the
+            small tensors of the smoke profile, where thread start-up costs more than it saves.
+        seed: drives KID subsets, bootstrap and FRD slice selection.
+        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:i]``.
+    """
+
+    extractors: list[Literal["inception-torchvision", "inception-fid", "radiomics"]] = [
+        "inception-torchvision",
+        "inception-fid",
+        "radiomics",
+    ]
     weights_dir: str | None = None
     exclude_empty_slices: bool = True
     empty_threshold: float = Field(0.0, ge=0)
+    ms_ssim_kernel: int = Field(11, ge=3)
+    ms_ssim_scales: int | None = Field(None, ge=1, le=5)
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
     kid_subsets: int = Field(10, ge=1)
     kid_subset_size: int = Field(1000, ge=2)
     frd: bool = True
+    frd_max_slices: int | None = Field(None, ge=2)
     batch_size: int = Field(64, ge=1)
+    workers: int = Field(1, ge=1)
+    threads: int | None = Field(None, ge=1)
     seed: int = 0
     device: str = "auto"
+
+    @field_validator("ms_ssim_kernel")
+    @classmethod
+    def _odd_kernel(cls, v: int) -> int:
+        if v % 2 == 0:
+            raise ValueError(f"the (MS-)SSIM window must be odd, got {v}")
+        return v
 
 
 # ------------------------------------------------------------------------------------------- segment
@@ -251,7 +365,7 @@ class SegConfiguration(_Section):
         synthetic_pool: ``all`` augmented-mask volumes or the measured ``hq`` subset.
     """
 
-    name: str
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
     real_fraction: float = Field(1.0, ge=0, le=1)
     synthetic: int = Field(0, ge=0)
     synthetic_pool: Literal["all", "hq"] = "all"
@@ -264,17 +378,90 @@ class SegmentConfig(_Section):
     trainer: str = "nnUNetTrainer"
     epochs: int = Field(1000, ge=1)
     iterations_per_epoch: int = Field(250, ge=1)
+    val_iterations_per_epoch: int = Field(50, ge=1)
+    final_validation: bool = True  # nnU-Net's own validation after training (fold "all": the training set)
+    tta: bool = True  # mirroring test-time augmentation at prediction (nnU-Net's default)
+    da_processes: int = Field(12, ge=0)  # nnUNet_n_proc_DA; 0 = single-threaded, deterministic augmentation
+    processes: int = Field(4, ge=1)  # nnU-Net fingerprint/preprocessing/export workers (-np, -npfp)
+    shared_plans: bool = False  # plan once (first configuration) and reuse the plans for the others
+    feature_scale: float = Field(
+        1.0, gt=0, le=1
+    )  # scales the planned U-Net's features_per_stage (smoke: tiny)
+    cpu_threads: int = Field(0, ge=0)  # torch/OpenMP threads of an nnU-Net process on CPU; 0 = torch default
     include_head: bool = True
     hq_count: int = Field(598, ge=0)
     hq_score: Literal["segmentation_agreement"] = "segmentation_agreement"
     bootstrap: int = Field(1000, ge=0)
+    confidence: float = Field(0.95, gt=0, lt=1)
     device: str = "auto"
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> SegmentConfig:
+        names = [c.name for c in self.configurations]
+        if len(set(names)) != len(names):
+            raise ValueError(f"configuration names must be unique, got {names}")
+        if self.dataset_id_start + len(names) - 1 > 999:
+            raise ValueError("dataset_id_start + number of configurations must stay <= 999 (nnU-Net ids)")
+        return self
+
 
 class FiguresConfig(_Section):
+    """Where notebook 07 writes figures and the paper's generated tables ({profile} is substituted)."""
+
+    figures_dir: str = "figures/{profile}"
+    tables_dir: str = "paper/generated/{profile}"
     formats: list[Literal["png", "pdf", "svg"]] = ["png", "pdf"]
     dpi: int = Field(150, ge=50)
+
+
+# --------------------------------------------------------------------------------------- reader study
+class ReaderStudyConfig(_Section):
+    """The blinded reader study kit, a visual Turing test (``gliomagen reader-study build|score``).
+
+    Args:
+        max_cases: use at most this many validation cases (seeded subset); ``None`` = every paired case.
+        panels: panel kinds: one modality each, or ``all`` (the four modalities side by side).
+        locations: axial slices ``lesion`` (through the lesion) and ``away`` (tumour-free, away from it).
+        slices_per_location: slices drawn per case, location and panel kind.
+        lesion_min_fraction: a lesion slice has at least this fraction of the largest tumour cross-section.
+        away_margin_mm: an away slice is at least this far (mm) from any slice that holds tumour.
+        head_min_fraction: an away slice has at least this fraction of the largest head cross-section.
+        window_percentiles: display window per volume and modality, percentiles of the head voxels.
+        image_size: longer side of each PNG in pixels (upsampled, never downsampled below native).
+        convention: ``radiological`` (patient's right on the image's left) or ``neurological``.
+        title: shown on the page.
+        confidence: level of the confidence intervals in the scores.
+        seed: drives case choice, class assignment, slices, random ids and panel order.
+    """
+
+    max_cases: int | None = Field(None, ge=2)
+    panels: list[Literal["t1n", "t1c", "t2w", "t2f", "all"]] = ["t1n", "t1c", "t2w", "t2f", "all"]
+    locations: list[Literal["lesion", "away"]] = ["lesion", "away"]
+    slices_per_location: int = Field(1, ge=1)
+    lesion_min_fraction: float = Field(0.5, gt=0, le=1)
+    away_margin_mm: float = Field(10.0, ge=0)
+    head_min_fraction: float = Field(0.3, ge=0, le=1)
+    window_percentiles: tuple[float, float] = (0.5, 99.5)
+    image_size: int = Field(384, ge=16, le=4096)
+    convention: Literal["radiological", "neurological"] = "radiological"
+    title: str = "GliomaGen reader study: real or synthetic?"
+    confidence: float = Field(0.95, gt=0, lt=1)
+    seed: int = 0
+
+    @field_validator("panels", "locations")
+    @classmethod
+    def _non_empty_unique(cls, v: list[str]) -> list[str]:
+        if not v or len(set(v)) != len(v):
+            raise ValueError(f"must be a non-empty list without repeats, got {v}")
+        return v
+
+    @field_validator("window_percentiles")
+    @classmethod
+    def _window(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0 <= v[0] < v[1] <= 100):
+            raise ValueError("must be two percentiles with 0 <= low < high <= 100")
+        return v
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -293,6 +480,7 @@ class Config(_Section):
     fidelity: FidelityConfig = FidelityConfig()
     segment: SegmentConfig
     figures: FiguresConfig = FiguresConfig()
+    reader_study: ReaderStudyConfig = ReaderStudyConfig()
 
     @property
     def paths(self) -> RunPaths:
@@ -302,6 +490,14 @@ class Config(_Section):
     @property
     def raw_dir(self) -> Path:
         return resolve_path(self.data.raw_dir.format(run_dir=self.paths.root, profile=self.profile))
+
+    @property
+    def figures_dir(self) -> Path:
+        return resolve_path(self.figures.figures_dir.format(profile=self.profile))
+
+    @property
+    def tables_dir(self) -> Path:
+        return resolve_path(self.figures.tables_dir.format(profile=self.profile))
 
     @property
     def hash(self) -> str:
@@ -449,7 +645,7 @@ def load_config(
 
 def config_hash(cfg: Config, length: int = 12) -> str:
     """Stable short hash of everything that defines the results (the run folder is excluded)."""
-    payload = cfg.model_dump(mode="json", exclude={"run_dir"})
+    payload = cfg.model_dump(mode="json", exclude={"run_dir": True, "figures": {"figures_dir", "tables_dir"}})
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
     return digest[:length]
 

@@ -597,7 +597,14 @@ def time_samplers(
     frame = pd.DataFrame(rows)
     frame["shape"] = "x".join(map(str, mask.shape))
     frame["device"] = str(setup.device)
+    frame["config_hash"] = cfg.hash
+    write_csv(sampler_timing_path(cfg), frame)  # read back by the figures stage (notebook 07)
     return frame
+
+
+def sampler_timing_path(cfg: Config) -> Path:
+    """Where :func:`time_samplers` stores its table (``<run>/metrics/sampler_timing.csv``)."""
+    return cfg.paths.metrics / "sampler_timing.csv"
 
 
 def plot_sampler_timing(timing: pd.DataFrame) -> Any:

@@ -1,0 +1,323 @@
+"""Fidelity metrics on paired real/generated volumes: (MS-)SSIM, PSNR, FID, KID and subject bootstrap.
+
+Structural metrics come from MONAI (``MultiScaleSSIMMetric``, ``SSIMMetric``, ``PSNRMetric``). The
+distribution distances are computed here from feature matrices, in float64 torch (so a GPU speeds up the
+bootstrap), because the library versions either bundle their own feature network (torchmetrics) or give
+no access to the pieces the paper-compatible and corrected variants need (per-subset KID values, paired
+per-slice distances, resampled subjects). Each is a few lines of textbook math and is tested against an
+independent reference (scipy ``sqrtm``, the closed form for Gaussians, a direct double sum for KID).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
+
+#: The standard MS-SSIM scale weights (Wang et al. 2003), finest scale first.
+MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+# ---------------------------------------------------------------------------------------------- slices
+def axial_axis(affine: np.ndarray) -> int:
+    """The voxel axis that runs inferior-superior according to ``affine`` (axial slices are across it).
+
+    Args:
+        affine: 4x4 voxel-to-world matrix of the volume.
+    """
+    codes = nib.orientations.aff2axcodes(np.asarray(affine))
+    for axis, code in enumerate(codes):
+        if code in ("S", "I"):
+            return axis
+    raise ValueError(f"affine has no inferior-superior axis (orientation codes {codes})")
+
+
+def axial_slices(volume: np.ndarray, axis: int) -> np.ndarray:
+    """``volume`` as a stack of 2D slices ``(n_slices, H, W)`` across ``axis``."""
+    if volume.ndim != 3:
+        raise ValueError(f"expected a 3D volume, got shape {volume.shape}")
+    return np.ascontiguousarray(np.moveaxis(volume, axis, 0))
+
+
+def nonempty_slices(slices: np.ndarray, threshold: float = 0.0) -> np.ndarray:
+    """Boolean per slice: ``True`` when some voxel exceeds ``threshold`` (padding slices are ``False``)."""
+    return slices.reshape(len(slices), -1).max(axis=1) > threshold
+
+
+# ------------------------------------------------------------------------------------- (MS-)SSIM, PSNR
+def ms_ssim_scales_that_fit(shape: Sequence[int], kernel_size: int, max_scales: int = 5) -> int:
+    """How many MS-SSIM scales images of ``shape`` (spatial sides) allow with a ``kernel_size`` window.
+
+    Two conditions: after ``scales - 1`` halvings every side still holds the window (the valid
+    convolution needs it), and MONAI's own check ``side // (scales - 1) ** 2 > kernel_size - 1`` passes
+    (it is looser than the first for fewer than 5 scales, so it alone would let 2 scales of 16 pixels crash).
+    """
+    for scales in range(max_scales, 0, -1):
+        monai_div = max(1, scales - 1) ** 2
+        if all(
+            side // 2 ** (scales - 1) >= kernel_size and side // monai_div > kernel_size - 1 for side in shape
+        ):
+            return scales
+    raise ValueError(f"images of shape {tuple(shape)} are smaller than the {kernel_size}-voxel SSIM window")
+
+
+def ms_ssim_weights(scales: int) -> tuple[float, ...]:
+    """The first ``scales`` standard weights, renormalised to sum to one (all 5 = the standard set)."""
+    if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
+        raise ValueError(f"scales must be 1..{len(MS_SSIM_WEIGHTS)}, got {scales}")
+    w = np.asarray(MS_SSIM_WEIGHTS[:scales])
+    return tuple(float(x) for x in w / w.sum())
+
+
+def _as_batch(x: np.ndarray, spatial_dims: int) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32))
+    return t.reshape(-1, 1, *t.shape[-spatial_dims:])
+
+
+def ms_ssim(
+    real: np.ndarray,
+    fake: np.ndarray,
+    spatial_dims: int = 2,
+    data_range: float = 1.0,
+    kernel_size: int = 11,
+    scales: int | None = None,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, int]:
+    """MS-SSIM of each pair of images (MONAI ``MultiScaleSSIMMetric``, Gaussian window, sigma 1.5).
+
+    Args:
+        real: ``(N, H, W)`` slices (or ``(N, X, Y, Z)`` volumes with ``spatial_dims=3``), or one image.
+        fake: same shape as ``real``.
+        spatial_dims: 2 for slices (the paper's definition), 3 for volumes.
+        data_range: intensity range (1 for images in [0, 1]).
+        kernel_size: window size (paper: 11).
+        scales: number of scales; ``None`` = as many of the standard 5 as the image size allows.
+        batch_size: images per MONAI call.
+
+    Returns:
+        (per-pair MS-SSIM as float64 array, number of scales used).
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"real and generated shapes differ: {real.shape} vs {fake.shape}")
+    a, b = _as_batch(real, spatial_dims), _as_batch(fake, spatial_dims)
+    fit = ms_ssim_scales_that_fit(a.shape[2:], kernel_size)
+    scales = fit if scales is None else scales
+    if scales > fit:
+        raise ValueError(f"{scales} MS-SSIM scales do not fit images of shape {tuple(a.shape[2:])}")
+    metric = MultiScaleSSIMMetric(
+        spatial_dims=spatial_dims,
+        data_range=data_range,
+        kernel_size=kernel_size,
+        weights=ms_ssim_weights(scales),
+        reduction="none",
+    )
+    out = [
+        metric(b[i : i + batch_size], a[i : i + batch_size]).reshape(-1) for i in range(0, len(a), batch_size)
+    ]
+    return torch.cat(out).double().numpy(), scales
+
+
+def ssim(real: np.ndarray, fake: np.ndarray, data_range: float = 1.0, kernel_size: int = 11) -> float:
+    """SSIM of one pair of 2D or 3D images (MONAI ``SSIMMetric``, Gaussian window, sigma 1.5)."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real and generated shapes differ: {real.shape} vs {fake.shape}")
+    dims = real.ndim
+    metric = SSIMMetric(spatial_dims=dims, data_range=data_range, win_size=kernel_size, reduction="none")
+    return float(metric(_as_batch(fake, dims), _as_batch(real, dims)).reshape(-1)[0])
+
+
+def psnr(real: np.ndarray, fake: np.ndarray, max_val: float = 1.0) -> float:
+    """PSNR in dB of one pair of images (MONAI ``PSNRMetric``); ``inf`` for identical images."""
+    if real.shape != fake.shape:
+        raise ValueError(f"real and generated shapes differ: {real.shape} vs {fake.shape}")
+    dims = real.ndim
+    metric = PSNRMetric(max_val=max_val, reduction="none")
+    return float(metric(_as_batch(fake, dims), _as_batch(real, dims)).reshape(-1)[0])
+
+
+# ----------------------------------------------------------------------------------------- FID and KID
+def _tensor(x: np.ndarray | torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64, device=device)
+
+
+def gaussian_moments(
+    features: np.ndarray | torch.Tensor, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean vector and unbiased covariance matrix of ``features`` ``(N, D)`` (float64)."""
+    f = _tensor(features, device)
+    if f.ndim != 2 or len(f) < 2:
+        raise ValueError(f"need a (N>=2, D) feature matrix, got shape {tuple(f.shape)}")
+    mu = f.mean(dim=0)
+    centred = f - mu
+    return mu, centred.T @ centred / (len(f) - 1)
+
+
+def frechet_distance(
+    mu1: torch.Tensor | np.ndarray,
+    sigma1: torch.Tensor | np.ndarray,
+    mu2: torch.Tensor | np.ndarray,
+    sigma2: torch.Tensor | np.ndarray,
+) -> float:
+    """Fréchet distance of two Gaussians: ``|mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``.
+
+    ``Tr((S1 S2)^(1/2))`` is computed as the sum of square roots of the eigenvalues of the symmetric
+    positive semi-definite ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``): two ``eigh`` calls,
+    no complex square roots, stable for singular covariances (more dimensions than samples).
+    """
+    mu1, mu2 = _tensor(mu1), _tensor(mu2, _tensor(mu1).device)
+    s1, s2 = _tensor(sigma1, mu1.device), _tensor(sigma2, mu1.device)
+    evals1, evecs1 = torch.linalg.eigh((s1 + s1.T) / 2)
+    root1 = (evecs1 * evals1.clamp(min=0).sqrt()) @ evecs1.T
+    inner = root1 @ s2 @ root1
+    tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    diff = mu1 - mu2
+    value = diff @ diff + torch.trace(s1) + torch.trace(s2) - 2 * tr_covmean
+    return max(float(value), 0.0)  # rounding can leave -1e-12 for identical sets
+
+
+def fid(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, device: str = "cpu") -> float:
+    """FID-style Fréchet distance between two feature sets ``(N, D)`` and ``(M, D)``."""
+    return frechet_distance(*gaussian_moments(real, device), *gaussian_moments(fake, device))
+
+
+def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """KID's cubic kernel ``k(x, y) = (x.y / D + 1)^3`` (Bińkowski et al. 2018)."""
+    return (x @ y.T / x.shape[1] + 1.0) ** 3
+
+
+def mmd2_unbiased(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Unbiased estimate of the squared MMD with the cubic polynomial kernel (diagonals excluded)."""
+    m, n = len(x), len(y)
+    kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+    term_x = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1))
+    term_y = (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+    return float(term_x + term_y - 2 * kxy.mean())
+
+
+def kid_subsets(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    subsets: int,
+    subset_size: int,
+    seed: int,
+    device: str = "cpu",
+) -> np.ndarray:
+    """KID value of each of ``subsets`` seeded random subsets (the torchmetrics / Bińkowski protocol).
+
+    Each subset draws ``min(subset_size, N, M)`` rows without replacement from each set, independently.
+
+    Returns:
+        float64 array of the per-subset unbiased MMD^2; KID is its mean.
+    """
+    x, y = _tensor(real, device), _tensor(fake, device)
+    size = min(subset_size, len(x), len(y))
+    if size < 2:
+        raise ValueError(f"KID needs at least 2 samples per set, got {len(x)} and {len(y)}")
+    gen = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(subsets):
+        ix = torch.randperm(len(x), generator=gen)[:size].to(x.device)
+        iy = torch.randperm(len(y), generator=gen)[:size].to(y.device)
+        values.append(mmd2_unbiased(x[ix], y[iy]))
+    return np.asarray(values, dtype=np.float64)
+
+
+def paired_feature_distances(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
+    """Euclidean distance between the features of each real slice and its generated counterpart.
+
+    Their SD is what the original printed after the FID "±" (PAPER.md §5): a spread of per-slice feature
+    mismatches, not an uncertainty of FID.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"paired features need equal shapes, got {real.shape} and {fake.shape}")
+    return np.linalg.norm(np.asarray(real, np.float64) - np.asarray(fake, np.float64), axis=1)
+
+
+def standardise_jointly(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """z-score both feature sets with the mean and SD of the two sets pooled (FRD v0's "joint" choice).
+
+    Hand-crafted features (radiomics) have wildly different scales, so a Fréchet distance on raw values
+    measures the largest-valued features only. Pooled statistics keep every z-score bounded even when a
+    feature is (nearly) constant in one set, which a reference-only SD would blow up. Features that are
+    constant or non-finite in the pooled set carry no information and are dropped. Identical sets stay
+    at distance 0.
+
+    Returns:
+        (real, fake, number of features kept).
+    """
+    real, fake = np.asarray(real, np.float64), np.asarray(fake, np.float64)
+    pooled = np.concatenate([real, fake])
+    finite = np.isfinite(pooled).all(axis=0)
+    sd = np.where(finite, np.std(np.where(finite, pooled, 0.0), axis=0), 0.0)
+    keep = finite & (sd > 1e-12 * (1 + np.abs(np.where(finite, pooled, 0.0)).max(axis=0)))
+    if not keep.any():
+        raise ValueError("no feature varies across the slices; cannot standardise")
+    mean = pooled[:, keep].mean(axis=0)
+    return (real[:, keep] - mean) / sd[keep], (fake[:, keep] - mean) / sd[keep], int(keep.sum())
+
+
+# -------------------------------------------------------------------------------------------- summary
+def mean_sd(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and sample SD (ddof=1; 0 for a single value) of the finite entries."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """A statistic with a percentile bootstrap interval over subjects.
+
+    Args:
+        estimate: the statistic on all subjects.
+        low: lower bound of the interval (``nan`` without resamples).
+        high: upper bound.
+        se: SD of the bootstrap replicates.
+        replicates: how many resamples produced a finite value.
+        confidence: level of the interval.
+    """
+
+    estimate: float
+    low: float
+    high: float
+    se: float
+    replicates: int
+    confidence: float
+
+
+def bootstrap_subjects(
+    statistic: Callable[[np.ndarray], float],
+    n_subjects: int,
+    n_boot: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> Bootstrap:
+    """Percentile bootstrap of ``statistic`` resampling *subjects* with replacement.
+
+    Slices of one subject are correlated, so the subject (not the slice) is the unit that is resampled.
+
+    Args:
+        statistic: maps an array of subject indices (with repeats) to a number.
+        n_subjects: number of subjects.
+        n_boot: resamples (0 = estimate only).
+        seed: seed of the resampling (same seed, same interval).
+        confidence: interval level, e.g. 0.95.
+    """
+    if n_subjects < 1:
+        raise ValueError("bootstrap needs at least one subject")
+    estimate = float(statistic(np.arange(n_subjects)))
+    rng = np.random.default_rng(seed)
+    reps = np.asarray([statistic(rng.integers(0, n_subjects, n_subjects)) for _ in range(n_boot)], float)
+    reps = reps[np.isfinite(reps)]
+    if reps.size == 0:
+        return Bootstrap(estimate, float("nan"), float("nan"), float("nan"), 0, confidence)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(reps, [alpha, 1 - alpha])
+    se = float(reps.std(ddof=1)) if reps.size > 1 else 0.0
+    return Bootstrap(estimate, float(low), float(high), se, int(reps.size), confidence)

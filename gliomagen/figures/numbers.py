@@ -1,0 +1,116 @@
+"""Key numbers of a run as LaTeX macros (``paper/generated/<profile>/numbers.tex``) for the manuscript.
+
+Every macro starts with ``R`` (for "result"); :mod:`gliomagen.paper` checks that each one the manuscript
+uses is defined here. A number that the run did not produce is written as "n/a", never guessed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from gliomagen.config import Config
+from gliomagen.figures import export
+from gliomagen.io import read_json
+
+NA = "n/a"
+
+
+def _fmt_int(value: float | int) -> str:
+    return f"{int(value):,}".replace(",", "\\,")
+
+
+def _data_numbers(cfg: Config) -> dict[str, str]:
+    if not cfg.paths.cases_csv.exists():
+        return {k: NA for k in ("RNumCases", "RNumPatients", "RNumTrain", "RNumVal", "RNumExcluded")}
+    table = pd.read_csv(cfg.paths.cases_csv, dtype={"patient": str})
+    return {
+        "RNumCases": str(len(table)),
+        "RNumPatients": str(table["patient"].nunique()),
+        "RNumTrain": str(int((table["split"] == "train").sum())),
+        "RNumVal": str(int((table["split"] == "val").sum())),
+        "RNumExcluded": str(int((table["split"] == "excluded").sum())),
+    }
+
+
+def _model_numbers(cfg: Config) -> dict[str, str]:
+    from gliomagen.config import load_config
+    from gliomagen.diffusion.network import build_model, count_parameters
+
+    paper = load_config("paper")
+    numbers = {
+        "RParamCount": _fmt_int(count_parameters(build_model(cfg, device="meta"))),
+        "RPaperParamCount": _fmt_int(count_parameters(build_model(paper, device="meta"))),
+        "RTrainSteps": NA,
+        "RSecondsPerStep": NA,
+    }
+    info = cfg.paths.training / "summary.json"
+    if info.exists():
+        summary = read_json(info)
+        numbers["RTrainSteps"] = str(summary.get("step", NA))
+        sps = summary.get("seconds_per_step")
+        numbers["RSecondsPerStep"] = f"{sps:.2f}" if isinstance(sps, int | float) else NA
+    return numbers
+
+
+def _augment_numbers(cfg: Config) -> dict[str, str]:
+    path = cfg.paths.augmented / "manifest.csv"
+    if not path.exists():
+        return {"RAugTried": NA, "RAugKept": NA}
+    frame = pd.read_csv(path)
+    return {"RAugTried": str(len(frame)), "RAugKept": str(int((frame["status"] == "accepted").sum()))}
+
+
+def _fidelity_numbers(cfg: Config) -> dict[str, str]:
+    path = cfg.paths.metrics / "fidelity.json"
+    if not path.exists():
+        return {"RMeanMSSSIM": NA}
+    frame = pd.DataFrame(read_json(path)["results"])
+    hit = frame[
+        (frame["modality"] == "mean") & (frame["metric"] == "MS-SSIM") & (frame["variant"] == "paper")
+    ]
+    value = hit["value"].iloc[0] if len(hit) and "value" in hit else None
+    return {"RMeanMSSSIM": f"{value:.4f}" if isinstance(value, int | float) else NA}
+
+
+def _limitations(cfg: Config) -> str:
+    if cfg.data.phantom is not None:
+        return (
+            "This run uses the built-in phantom, not patient data, and networks and training far smaller than the "
+            "original's; its numbers exercise the pipeline and must not be compared with the paper's as results. "
+            "Inception-based FID and KID need pretrained weights that cannot be downloaded offline; where they are "
+            "missing the tables say so and give feature distances from an extractor that needs no download."
+        )
+    return "The paper profile reproduces the original's scale; see the README for compute requirements."
+
+
+def collect_numbers(cfg: Config) -> dict[str, str]:
+    numbers = {
+        "RProfile": cfg.profile,
+        "RConfigHash": cfg.hash,
+        "RDataDescription": (
+            "the built-in BraTS-layout phantom (synthetic anatomy from the MNI152 template, not patient data)"
+            if cfg.data.phantom is not None
+            else "BraTS 2024 adult post-treatment glioma training scans"
+        ),
+        "RLimitations": _limitations(cfg),
+    }
+    for part in (_data_numbers, _model_numbers, _augment_numbers, _fidelity_numbers):
+        numbers.update(part(cfg))
+    return numbers
+
+
+def number_sources(cfg: Config) -> list[Path]:
+    candidates = [
+        cfg.paths.cases_csv,
+        cfg.paths.training / "summary.json",
+        cfg.paths.augmented / "manifest.csv",
+        cfg.paths.metrics / "fidelity.json",
+    ]
+    return [p for p in candidates if p.exists()]
+
+
+def write_numbers(cfg: Config) -> Path:
+    stamp = export.source_stamp(number_sources(cfg), cfg.paths.root)
+    return export.write_macros(collect_numbers(cfg), cfg.tables_dir, stamp, cfg.hash)

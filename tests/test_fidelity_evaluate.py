@@ -1,0 +1,176 @@
+"""The fidelity stage end to end on tiny BraTS-layout case folders (real vs generated)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from gliomagen.cases import Case, write_case
+from gliomagen.config import MODALITIES, Config, load_config
+from gliomagen.fidelity.evaluate import evaluate, find_pairs, output_paths
+from gliomagen.fidelity.report import additional_table, fidelity_table
+
+SHAPE = (16, 16, 12)
+AFFINE = np.diag([-4.0, 4.0, 4.0, 1.0])
+
+
+def _volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, s) for s in SHAPE], indexing="ij")
+    head = (x / 0.8) ** 2 + (y / 0.8) ** 2 + (z / 0.65) ** 2 < 1  # the outer axial slices stay empty
+    texture = ndi.gaussian_filter(rng.standard_normal(SHAPE), 1.0)
+    image = np.stack([np.clip(head * (0.4 + 0.1 * k + 0.3 * texture), 0, 1) for k in range(4)]).astype(
+        np.float32
+    )
+    mask = head.astype(np.uint8)
+    mask[(x - 0.2) ** 2 + y**2 + z**2 < 0.08] = 3
+    return image, mask
+
+
+def make_run(root: Path, n: int = 3, identical: bool = False, seed: int = 0) -> None:
+    """``n`` real validation cases and 'generated' ones (noisy copies, or exact copies)."""
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        image, mask = _volume(rng)
+        case_id = f"BraTS-GLI-{i:05d}-000"
+        write_case(root / "prepared" / "val", Case(case_id, image, mask, AFFINE))
+        fake = (
+            image
+            if identical
+            else np.clip(image + 0.05 * rng.standard_normal(image.shape) * (mask > 0), 0, 1)
+        )
+        write_case(root / "synthetic" / "val", Case(case_id, fake.astype(np.float32), mask, AFFINE))
+
+
+@pytest.fixture(autouse=True)
+def _no_weights(tmp_path: Path) -> Iterator[None]:
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))  # whatever this machine caches, the Inception weights are absent
+    yield
+    torch.hub.set_dir(old)
+
+
+def _cfg(root: Path, *extra: str) -> Config:
+    overrides = [
+        "fidelity.extractors=[radiomics, inception-fid]",
+        "fidelity.bootstrap=25",
+        "fidelity.kid_subsets=4",
+        "fidelity.kid_subset_size=8",
+        "fidelity.workers=1",
+        "fidelity.frd=false",
+        *extra,
+    ]
+    return load_config("smoke", overrides, run_dir=root)
+
+
+def _rows(results: dict) -> pd.DataFrame:
+    return pd.DataFrame(results["results"])
+
+
+def _one(frame: pd.DataFrame, modality: str, metric: str, variant: str, extractor: str = "") -> pd.Series:
+    hit = frame[
+        frame["modality"].eq(modality)
+        & frame["metric"].eq(metric)
+        & frame["variant"].eq(variant)
+        & frame["extractor"].eq(extractor)
+    ]
+    assert len(hit) == 1, (modality, metric, variant, extractor)
+    return hit.iloc[0]
+
+
+@pytest.mark.slow
+def test_evaluate_writes_tables_names_extractors_and_skips_when_done(tmp_path: Path) -> None:
+    make_run(tmp_path)
+    cfg = _cfg(tmp_path, "fidelity.frd=true", "fidelity.frd_max_slices=6")
+    results = evaluate(cfg, progress=False)
+    paths = output_paths(cfg)
+    assert all(p.is_file() for p in paths.values())
+    on_disk = json.loads(paths["json"].read_text())  # strict JSON: no NaN/Infinity tokens
+    assert on_disk["provenance"]["config_hash"] == cfg.hash
+    assert results["subjects"] == [f"BraTS-GLI-{i:05d}-000" for i in range(3)]
+    assert results["extractors"]["radiomics"]["status"] == "ok"
+    assert results["extractors"]["inception-fid"]["status"] == "not available: weights missing"
+    assert results["settings"]["ms_ssim_scales_2d"] == 1 and results["settings"]["axial_voxel_axis"] == 2
+
+    frame = _rows(results)
+    for modality in (*MODALITIES, "mean"):
+        paper = _one(frame, modality, "FID", "paper", "radiomics")
+        assert paper["status"] == "ok" and paper["value"] > 0 and paper["spread"] > 0
+        assert (
+            _one(frame, modality, "FID", "paper", "inception-fid")["status"]
+            == "not available: weights missing"
+        )
+    corrected = _one(frame, "t1n", "FID", "corrected", "radiomics")
+    assert corrected["ci_low"] <= corrected["value"] <= corrected["ci_high"]
+    assert (
+        corrected["n_slices"] < _one(frame, "t1n", "FID", "paper", "radiomics")["n_slices"]
+    )  # empty ones gone
+    frd = _one(frame, "t2f", "FRD", "corrected", "frd-score v1 (pyradiomics)")
+    assert frd["status"] == "ok" and np.isfinite(frd["value"])
+
+    per_subject = pd.read_csv(paths["per_subject"])
+    assert len(per_subject) == 3 * len(MODALITIES)
+    # the paper's MS-SSIM is the mean over every slice of every subject
+    per_slice = pd.read_csv(paths["per_slice"])
+    t1n = per_slice[per_slice["modality"].eq("t1n")]
+    assert _one(frame, "t1n", "MS-SSIM 2D", "paper")["value"] == pytest.approx(t1n["ms_ssim"].mean())
+    assert _one(frame, "t1n", "MS-SSIM 2D", "paper")["spread"] == pytest.approx(t1n["ms_ssim"].std(ddof=1))
+    assert t1n["empty"].any() and not t1n["empty"].all()
+
+    table = fidelity_table(results, "radiomics")
+    assert table.shape == (5, 9) and "paper (reported, inception-torchvision)" in table.columns.levels[0]
+    assert table.iloc[0, 0] == "0.7005 ± 0.2585"
+    assert "smoke: corrected (radiomics)" in table.columns.levels[0]
+    assert additional_table(results).shape == (5, 4)
+
+    # a second call with the same config and inputs loads the result instead of recomputing
+    stamp = paths["json"].stat().st_mtime_ns
+    assert evaluate(cfg, progress=False) == on_disk
+    assert paths["json"].stat().st_mtime_ns == stamp
+
+
+def test_identical_volumes_score_perfectly(tmp_path: Path) -> None:
+    make_run(tmp_path, n=2, identical=True)
+    cfg = _cfg(tmp_path, "fidelity.extractors=[radiomics]")
+    frame = _rows(evaluate(cfg, progress=False))
+    for modality in MODALITIES:
+        assert _one(frame, modality, "MS-SSIM 2D", "corrected")["value"] == pytest.approx(1.0, abs=1e-5)
+        assert _one(frame, modality, "FID", "paper", "radiomics")["value"] == pytest.approx(0.0, abs=1e-6)
+        assert _one(frame, modality, "FID", "paper", "radiomics")["spread"] == pytest.approx(0.0, abs=1e-9)
+        assert _one(frame, modality, "FID", "corrected", "radiomics")["value"] == pytest.approx(0.0, abs=1e-6)
+        assert pd.isna(_one(frame, modality, "PSNR 3D (dB)", "corrected")["value"])  # infinite: JSON null
+
+
+def test_bad_and_missing_cases_are_reported_not_fatal(tmp_path: Path) -> None:
+    make_run(tmp_path, n=3)
+    # case 1: generated volume on another grid; case 2: no generated volume at all
+    bad = "BraTS-GLI-00001-000"
+    image, mask = _volume(np.random.default_rng(9))
+    write_case(
+        tmp_path / "synthetic" / "val",
+        Case(bad, image[:, :, :, :-1].copy(), mask[:, :, :-1].copy(), AFFINE),
+    )
+    for path in (tmp_path / "synthetic" / "val" / "BraTS-GLI-00002-000").iterdir():
+        path.unlink()
+    cfg = _cfg(tmp_path, "fidelity.extractors=[radiomics]")
+    pairs, skipped = find_pairs(cfg)
+    assert [p.case_id for p in pairs] == ["BraTS-GLI-00000-000", bad]
+    assert "no complete generated volume" in skipped[0]["reason"]
+    results = evaluate(cfg, progress=False)
+    assert results["subjects"] == ["BraTS-GLI-00000-000"]
+    reasons = {s["id"]: s["reason"] for s in results["skipped"]}
+    assert "differs from the real" in reasons[bad] and bad in reasons[bad]
+
+
+def test_no_generated_volumes_is_a_clear_error(tmp_path: Path) -> None:
+    make_run(tmp_path, n=1)
+    for path in (tmp_path / "synthetic" / "val" / "BraTS-GLI-00000-000").iterdir():
+        path.unlink()
+    with pytest.raises(FileNotFoundError, match="gliomagen generate"):
+        evaluate(_cfg(tmp_path), progress=False)

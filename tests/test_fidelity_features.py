@@ -1,0 +1,116 @@
+"""Feature extractors: the missing-weights error, real weight loading, radiomics features, FRD."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gliomagen.fidelity import features as FT
+from gliomagen.fidelity.frd import frd_from_moments, frechet_radiomics_distance
+
+
+@pytest.fixture()
+def empty_torch_hub(tmp_path: Path) -> Iterator[Path]:
+    """A torch hub cache without any weights (whatever this machine's cache holds)."""
+    old = torch.hub.get_dir()
+    torch.hub.set_dir(str(tmp_path / "hub"))
+    yield tmp_path / "hub"
+    torch.hub.set_dir(old)
+
+
+@pytest.mark.parametrize("name", ["inception-torchvision", "inception-fid"])
+def test_missing_weights_fail_fast_with_instructions(
+    name: str, empty_torch_hub: Path, tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    with pytest.raises(FT.WeightsMissingError) as info:
+        FT.build_extractor(name, weights_dir=str(tmp_path / "nowhere"))
+    assert time.monotonic() - start < 5  # a file check, never a download attempt
+    message = str(info.value)
+    assert name in message
+    assert FT.REGISTRY[name].weights.filename in message  # type: ignore[union-attr]
+    assert "--fetch-all" in message and "fidelity.weights_dir" in message
+    assert str(tmp_path / "nowhere") in message and str(empty_torch_hub) in message
+
+
+def test_unknown_extractor_lists_the_registry() -> None:
+    with pytest.raises(KeyError, match="inception-fid"):
+        FT.build_extractor("vgg")
+
+
+@pytest.mark.slow
+def test_torchvision_inception_loads_local_weights_and_batches(empty_torch_hub: Path, tmp_path: Path) -> None:
+    from torchvision.models import inception_v3
+
+    # random (not ImageNet) weights saved under the expected name: exercises the real loading path offline
+    torch.manual_seed(0)
+    net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+    torch.save(net.state_dict(), tmp_path / FT.TORCHVISION_INCEPTION.filename)
+    extractor = FT.build_extractor(
+        "inception-torchvision", batch_size=2, device="cpu", weights_dir=str(tmp_path)
+    )
+    slices = np.random.default_rng(0).random((3, 24, 20)).astype(np.float32)
+    feats = extractor.extract(slices, progress=False)
+    assert feats.shape == (3, 2048)
+    assert np.isfinite(feats).all()
+    # batching does not change the features (eval mode: batch norm uses running statistics)
+    one = FT.build_extractor("inception-torchvision", batch_size=3, device="cpu", weights_dir=str(tmp_path))
+    assert np.allclose(one.extract(slices, progress=False), feats, atol=1e-4)
+
+
+def test_cli_lists_weight_status(empty_torch_hub: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert FT.main(["--list"]) == 0
+    out = capsys.readouterr().out
+    assert "inception-fid" in out and "weights missing" in out
+    assert "radiomics" in out and "no weights needed" in out
+
+
+def test_radiomics_features_are_deterministic_and_worker_independent() -> None:
+    rng = np.random.default_rng(1)
+    slices = rng.random((4, 20, 24)).astype(np.float32)
+    slices[3] = 0.0  # an empty slice must not break extraction
+    single = FT.build_extractor("radiomics", workers=1)
+    feats = single.extract(slices, progress=False)
+    assert feats.shape == (4, len(single.names)) and len(single.names) > 50
+    assert np.isfinite(feats).all()
+    assert np.array_equal(feats[3], FT.radiomics_of_slice(np.zeros((20, 24)))[1].astype(np.float32))
+    parallel = FT.build_extractor("radiomics", workers=2).extract(slices, progress=False)
+    assert np.array_equal(feats, parallel)
+    assert not np.allclose(feats[0], feats[1])
+    assert FT.RadiomicsExtractor.standardise
+
+
+def test_radiomics_depends_on_absolute_intensity() -> None:
+    # no per-slice normalisation: a darker copy of a slice has different first-order features
+    extractor = FT.build_extractor("radiomics")
+    base = np.random.default_rng(2).random((1, 16, 16)).astype(np.float32)
+    feats = extractor.extract(np.concatenate([base, 0.5 * base]), progress=False)
+    mean_col = extractor.names.index("original_firstorder_Mean")
+    assert feats[1, mean_col] == pytest.approx(0.5 * feats[0, mean_col], rel=1e-4)
+
+
+def test_frd_of_identical_moments_is_undefined_not_minus_infinity() -> None:
+    rng = np.random.default_rng(4)
+    root = rng.normal(size=(6, 6))
+    mu, sigma = rng.normal(size=6), root @ root.T
+    same = frd_from_moments(mu, sigma, mu, sigma, 0.0, 10, 10, 6)
+    assert same.frd is None and same.d2 == 0.0 and "identical" in same.note and same.frd_library is None
+    moved = frd_from_moments(mu, sigma, mu + 1.0, sigma, 6.0, 10, 10, 6)  # mean shift 1 in 6 dims: d^2 = 6
+    assert moved.d2 == pytest.approx(6.0) and moved.frd == pytest.approx(np.log(6.0))
+    assert moved.frd_library == pytest.approx(np.log(6.0))
+
+
+@pytest.mark.slow
+def test_frd_with_frd_score_on_slices() -> None:
+    rng = np.random.default_rng(3)
+    real = rng.random((4, 24, 24)).astype(np.float32)
+    other = frechet_radiomics_distance(real, np.clip(real * 0.6 + 0.2 * rng.random(real.shape), 0, 1))
+    assert other.frd is not None and np.isfinite(other.frd)
+    assert other.d2 == pytest.approx(np.exp(other.frd))
+    assert other.n_real == other.n_fake == 4 and other.n_features > 50
+    assert other.frd_library is not None

@@ -177,7 +177,7 @@ def _fidelity_results(cfg: Config) -> dict:
 def _flatten_columns(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     if isinstance(frame.columns, pd.MultiIndex):
-        frame.columns = [" | ".join(str(c) for c in col if str(c)) for col in frame.columns]
+        frame.columns = [": ".join(str(c) for c in col if str(c)) for col in frame.columns]
     return frame.reset_index()
 
 
@@ -191,7 +191,15 @@ def _tab_fidelity(cfg: Config) -> TableResult:
 
     results = _fidelity_results(cfg)
     extractor = _primary_extractor(results)
-    table = _flatten_columns(report.fidelity_table(results, extractor))
+    wide = report.fidelity_table(results, extractor)
+    sources = list(dict.fromkeys(wide.columns.get_level_values(0)))
+    # one row per (modality, source) keeps the paper's three metric columns readable on a page
+    table = wide.stack(level=0, future_stack=True).reset_index()
+    table.columns = ["modality", "source", *table.columns[2:]]
+    table["source"] = pd.Categorical(table["source"], sources, ordered=True)
+    modalities = list(dict.fromkeys(table["modality"]))
+    table["modality"] = pd.Categorical(table["modality"], modalities, ordered=True)
+    table = table.sort_values(["modality", "source"]).astype({"modality": str, "source": str})
     return table, (
         f"Fidelity in the paper's layout (Fig. 11): paper (reported) beside this run ({cfg.profile} profile, "
         f"FID/KID features: {extractor})."

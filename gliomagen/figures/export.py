@@ -51,7 +51,16 @@ def save_figure(
 
 
 def _latex_escape(text: str) -> str:
-    return re.sub(r"([&%$#_{}])", r"\\\1", str(text)).replace("±", r"$\pm$").replace("≥", r"$\geq$")
+    escaped = re.sub(r"([&%$#_{}])", r"\\\1", str(text))
+    for char, latex in (
+        ("±", r"$\pm$"),
+        ("≥", r"$\geq$"),
+        ("²", r"$^2$"),
+        ("↑", r"$\uparrow$"),
+        ("↓", r"$\downarrow$"),
+    ):
+        escaped = escaped.replace(char, latex)
+    return escaped
 
 
 def table_to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
@@ -61,6 +70,8 @@ def table_to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
         r"\centering\small",
         rf"\caption{{{_latex_escape(caption)}}}",
         rf"\label{{tab:{label}}}",
+        # shrink a table wider than the text to fit; never enlarge a narrow one
+        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
         r"\begin{tabular}{" + "l" * len(columns) + "}",
         r"\hline",
         " & ".join(_latex_escape(c) for c in columns) + r" \\",
@@ -68,7 +79,7 @@ def table_to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
     ]
     for _, row in frame.iterrows():
         lines.append(" & ".join(_latex_escape(v) for v in row.tolist()) + r" \\")
-    lines += [r"\hline", r"\end{tabular}", r"\end{table}", ""]
+    lines += [r"\hline", r"\end{tabular}}", r"\end{table}", ""]
     return "\n".join(lines)
 
 

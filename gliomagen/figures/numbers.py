@@ -45,12 +45,11 @@ def _model_numbers(cfg: Config) -> dict[str, str]:
         "RTrainSteps": NA,
         "RSecondsPerStep": NA,
     }
-    info = cfg.paths.training / "summary.json"
-    if info.exists():
-        summary = read_json(info)
-        numbers["RTrainSteps"] = str(summary.get("step", NA))
-        sps = summary.get("seconds_per_step")
-        numbers["RSecondsPerStep"] = f"{sps:.2f}" if isinstance(sps, int | float) else NA
+    log_path = cfg.paths.training / "train_log.csv"
+    if log_path.exists():
+        log = pd.read_csv(log_path)
+        numbers["RTrainSteps"] = str(int(log["step"].max()))
+        numbers["RSecondsPerStep"] = f"{log['seconds'].median():.2f}"
     return numbers
 
 
@@ -68,9 +67,9 @@ def _fidelity_numbers(cfg: Config) -> dict[str, str]:
         return {"RMeanMSSSIM": NA}
     frame = pd.DataFrame(read_json(path)["results"])
     hit = frame[
-        (frame["modality"] == "mean") & (frame["metric"] == "MS-SSIM") & (frame["variant"] == "paper")
+        (frame["modality"] == "mean") & (frame["metric"] == "MS-SSIM 2D") & (frame["variant"] == "paper")
     ]
-    value = hit["value"].iloc[0] if len(hit) and "value" in hit else None
+    value = hit["value"].iloc[0] if len(hit) else None
     return {"RMeanMSSSIM": f"{value:.4f}" if isinstance(value, int | float) else NA}
 
 
@@ -104,7 +103,7 @@ def collect_numbers(cfg: Config) -> dict[str, str]:
 def number_sources(cfg: Config) -> list[Path]:
     candidates = [
         cfg.paths.cases_csv,
-        cfg.paths.training / "summary.json",
+        cfg.paths.training / "train_log.csv",
         cfg.paths.augmented / "manifest.csv",
         cfg.paths.metrics / "fidelity.json",
     ]

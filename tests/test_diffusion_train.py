@@ -113,10 +113,10 @@ def test_mismatched_checkpoint_is_refused_with_the_differing_keys(reference_run:
     other = tiny_config(reference_run, "train.lr=0.5", "train.max_steps=8")
     with pytest.raises(CheckpointError, match=r"train\.lr: checkpoint 0\.002 vs config 0\.5"):
         train(other, progress=False)
-    wider = tiny_config(reference_run, "model.channels=[8, 24]")
+    wider = tiny_config(reference_run, "model.channels=[8, 32]")
     with pytest.raises(
         CheckpointError,
-        match=r"(?s)cannot sample .*model\.channels: checkpoint \[8, 16\] vs config \[8, 24\]",
+        match=r"(?s)cannot sample .*model\.channels: checkpoint \[8, 16\] vs config \[8, 32\]",
     ):
         load_for_sampling(wider, "last")
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from gliomagen.config import Config
-from gliomagen.io import atomic_path
+from gliomagen.io import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -83,14 +83,6 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
             out += _differences(saved.get(key), current.get(key), f"{prefix}{key}.")
         return out
     return [] if saved == current else [f"{prefix.rstrip('.')}: checkpoint {saved!r} vs config {current!r}"]
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------ RNG

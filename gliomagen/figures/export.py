@@ -6,7 +6,6 @@ test (and :func:`stale_outputs`) can tell when a table no longer matches the run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -18,17 +17,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from gliomagen.io import atomic_path, write_json, write_text  # noqa: E402
+from gliomagen.io import atomic_path, file_sha256, write_json, write_text  # noqa: E402
 
 SOURCES_TAG = "gliomagen-sources:"
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_stamp(sources: Iterable[Path], root: Path) -> dict[str, str]:

@@ -211,7 +211,11 @@ def run_notebooks(
         result.results.append(NotebookResult(number, name, "ok", time.perf_counter() - t0, output))
     print(result.table())
     if result.ok:
-        print(f"\nAll notebooks ran. Executed notebooks: {out_dir}\nRun outputs: {cfg.paths.root}")
+        print(
+            f"\nAll notebooks ran.\n  executed notebooks: {out_dir}\n  run outputs:        {cfg.paths.root}\n"
+            f"  figures:            {cfg.figures_dir}\n  paper tables:       {cfg.tables_dir}\n"
+            f"  manuscript:         make paper PROFILE={cfg.profile}"
+        )
     else:
         print("\nReproduction did NOT complete; see the failed or missing notebook above.")
     return result

@@ -64,23 +64,13 @@ fig = preview(kit, n=10)
 # real readers' results.
 
 # %%
-from gliomagen.reader_study.score import plot_scores, score
+from gliomagen.reader_study.score import SUMMARY_COLUMNS, plot_scores, score
 from gliomagen.reader_study.simulate import write_simulated_readers
 
 sim_dir = cfg.paths.reader_study / "simulated_answers"
 files = write_simulated_readers(key, sim_dir, skills=(0.5, 0.65, 0.8), seed=cfg.reader_study.seed)
 result = score(cfg, answers=[sim_dir], tag="simulated")
-columns = [
-    "reader",
-    "stratum",
-    "n",
-    "accuracy",
-    "accuracy_low",
-    "accuracy_high",
-    "sensitivity",
-    "specificity",
-    "p_chance",
-]
+columns = ["reader", "stratum", *SUMMARY_COLUMNS[1:]]
 result.detection[columns].round(3)
 
 # %% [markdown]

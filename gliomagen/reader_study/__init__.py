@@ -36,24 +36,11 @@ def _run(cfg: Config, action: str | None, args: argparse.Namespace) -> None:
         for row in result.skipped_cases:
             print(f"  not used: {row['case_id']}: {row['reason']}")
     elif action == "score":
-        from gliomagen.reader_study.score import score
+        from gliomagen.reader_study.score import SUMMARY_COLUMNS, score
 
         result = score(cfg, getattr(args, "answers", None))
         overall = result.detection[result.detection["stratum"] == "overall"]
-        print(
-            overall[
-                [
-                    "reader",
-                    "n",
-                    "accuracy",
-                    "accuracy_low",
-                    "accuracy_high",
-                    "sensitivity",
-                    "specificity",
-                    "p_chance",
-                ]
-            ].to_string(index=False, float_format="%.3f")
-        )
+        print(overall[SUMMARY_COLUMNS].to_string(index=False, float_format="%.3f"))
         kappa = result.agreement
         if kappa["method"]:
             print(f"agreement ({kappa['name']}, {kappa['readers']} readers): {kappa['kappa']:.3f}")

@@ -55,6 +55,11 @@ STRATUM_NAMES = {"all": "4-modality"}
 KIND_ORDER = ("t1n", "t1c", "t2w", "t2f", "all")
 LOCATION_ORDER = ("lesion", "away")
 
+#: the detection columns a person reads first (the CLI and notebook 08 show these)
+SUMMARY_COLUMNS: list[str] = [
+    "reader", "n", "accuracy", "accuracy_low", "accuracy_high", "sensitivity", "specificity", "p_chance",
+]  # fmt: skip
+
 
 class AnswerFileError(ValueError):
     """An answer file is malformed, incomplete or belongs to another kit; the message names the file."""

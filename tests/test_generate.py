@@ -82,16 +82,16 @@ def build_run(root: Path, overrides: list[str] | None = None) -> Config:
         )
     pd.DataFrame(rows).to_csv(cfg.paths.cases_csv, index=False)
     augment(cfg, progress=False)
-    torch.manual_seed(0)
-    state = build_model(cfg).state_dict()
-    save_checkpoint(
-        cfg.paths.checkpoints / "last.pt",
-        cfg,
-        7,
-        model=state,
-        ema={f"module.{k}": v for k, v in state.items()},
-    )
+    write_random_checkpoint(cfg, seed=0, step=7)
     return cfg
+
+
+def write_random_checkpoint(cfg: Config, seed: int, step: int) -> None:
+    """A checkpoint of a freshly initialised network (model and EMA identical) as ``last.pt``."""
+    torch.manual_seed(seed)
+    state = build_model(cfg).state_dict()
+    ema = {f"module.{k}": v for k, v in state.items()}
+    save_checkpoint(cfg.paths.checkpoints / "last.pt", cfg, step, model=state, ema=ema)
 
 
 @pytest.fixture(scope="module")
@@ -221,15 +221,7 @@ def test_new_checkpoint_regenerates(base_run: Path, tmp_path: Path) -> None:
     cfg = fresh(base_run, tmp_path)
     generate(cfg, "val", progress=False)
     before = read_manifest(cfg)
-    torch.manual_seed(1)
-    state = build_model(cfg).state_dict()
-    save_checkpoint(
-        cfg.paths.checkpoints / "last.pt",
-        cfg,
-        9,
-        model=state,
-        ema={f"module.{k}": v for k, v in state.items()},
-    )
+    write_random_checkpoint(cfg, seed=1, step=9)
     summary = generate(cfg, "val", progress=False)
     assert summary["generated"] == 2 and summary["skipped"] == 0
     after = read_manifest(cfg)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
+from pathlib import Path
+
 import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
 from gliomagen.config import load_config
 from gliomagen.segmentation import metrics as M
+
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +80,8 @@ def test_medpy_distances_hand_computed():
     # result {z=5, z=9} vs reference {z=5}: result->ref [0, 4], ref->result [0]
     res2 = _points(shape, (5, 5, 5), (5, 5, 9))
     assert M.medpy_hd95(res2, ref) == pytest.approx(np.percentile([0, 4, 0], 95))  # 3.6
-    assert M.medpy_assd(res2, ref) == pytest.approx((2.0 + 0.0) / 2)
+    # medpy 0.5: the three distances pooled, (0 + 4 + 0) / 3; medpy 0.4's mean of the one-way means was 1.0
+    assert M.medpy_assd(res2, ref) == pytest.approx(4.0 / 3)
 
 
 def test_medpy_border_is_the_surface_not_the_volume():
@@ -100,6 +107,7 @@ def test_empty_mask_raises_and_is_dropped_like_the_paper(cfg):
     assert np.isnan(by["NETC"]["hd95_vox"]) and by["NETC"]["dice"] == 1.0  # both empty
     s = M.paper_summary(rows, np.eye(5, dtype=int), [8], [8], cfg)
     assert s.n_hd_pairs == 1 and s.n_dropped_pairs == 3 and s.hd95 == 0.0 and s.avg_dice == 1.0
+    assert np.isnan(s.hd95_per_class["NETC"]) and s.hd95_per_class["ET"] == 0.0
 
 
 def test_corrected_distances_in_mm_with_anisotropic_spacing():
@@ -139,16 +147,17 @@ def test_lesion_metrics_match_count_and_penalise():
     gt[12:15, 1:4, 1:4] = True  # lesion B, missed
     pred[1:4, 1:4, 1:3] = True  # hits A with 18 voxels
     pred[7:9, 5:7, 5:7] = True  # false positive
-    r = M.lesion_metrics(gt, pred, (1, 1, 1), penalty=99.0)
+    r = M.lesion_metrics(gt, pred, (1, 1, 1))
     dice_a = 2 * 18 / (27 + 18)
     assert (r["n_ref"], r["n_pred"], r["tp"], r["fp"], r["fn"]) == (2, 2, 1, 1, 1)
     assert r["lesion_dice"] == pytest.approx(dice_a)
     assert r["lesion_dice_penalised"] == pytest.approx(dice_a / 3)
     assert r["lesion_f1"] == pytest.approx(0.5)
     assert r["lesion_precision"] == 0.5 and r["lesion_recall"] == 0.5
-    none = M.lesion_metrics(gt, np.zeros(shape, bool), (1, 1, 1), penalty=99.0)
-    assert none["lesion_dice"] == 0.0 and none["lesion_hd95_mm"] == 99.0 and none["fn"] == 2
-    empty = M.lesion_metrics(np.zeros(shape, bool), np.zeros(shape, bool), (1, 1, 1), 99.0)
+    none = M.lesion_metrics(gt, np.zeros(shape, bool), (1, 1, 1))
+    # brats-evaluation: no matched lesion -> lesion-wise HD95 infinite (its 373 mm is for the global HD95)
+    assert none["lesion_dice"] == 0.0 and none["lesion_hd95_mm"] == float("inf") and none["fn"] == 2
+    empty = M.lesion_metrics(np.zeros(shape, bool), np.zeros(shape, bool), (1, 1, 1))
     assert np.isnan(empty["lesion_dice"])
 
 
@@ -159,11 +168,11 @@ def test_lesion_matching_is_one_to_one_and_diagonal_touch_is_one_lesion():
     gt[5:7, 1:3, 1:3] = True
     pred = np.zeros(shape, bool)
     pred[1:7, 1:3, 1:3] = True  # one prediction covering both references
-    r = M.lesion_metrics(gt, pred, (1, 1, 1), 50.0)
+    r = M.lesion_metrics(gt, pred, (1, 1, 1))
     assert (r["tp"], r["fp"], r["fn"]) == (1, 0, 1)
     diag = np.zeros((6, 6, 6), bool)
     diag[1, 1, 1] = diag[2, 2, 2] = True  # corner-touching voxels: one 26-connected lesion
-    assert M.lesion_metrics(diag, diag, (1, 1, 1), 50.0)["n_ref"] == 1
+    assert M.lesion_metrics(diag, diag, (1, 1, 1))["n_ref"] == 1
 
 
 def test_pearson_and_bland_altman_hand_values():
@@ -173,3 +182,106 @@ def test_pearson_and_bland_altman_hand_values():
     assert ba["bias"] == pytest.approx(2.0)
     assert ba["sd"] == pytest.approx(1.0)
     assert ba["loa_high"] == pytest.approx(2 + 1.96)
+
+
+# ------------------------------------------------------------------ independent references (stored values)
+REFS = json.loads((DATA / "metric_references.json").read_text())
+
+
+def _load_cases_module():
+    spec = importlib.util.spec_from_file_location(
+        "make_metric_references", DATA / "make_metric_references.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # plain numpy: builds the label maps the references were computed on
+    return module
+
+
+def _ref_value(x):
+    return float(x) if not isinstance(x, str) else float(x)  # "nan" / "inf" strings -> floats
+
+
+def _direct_assd_and_one_way(a: np.ndarray, b: np.ndarray, spacing=None):
+    """Surface distances written out with scipy: border = voxels with a background 6-neighbour (or on the
+    array edge), distance from each border voxel of one mask to the nearest border voxel of the other."""
+    from scipy import ndimage as ndi
+
+    def border(m):
+        padded = np.pad(m, 1)  # outside the array counts as background: edge voxels are border
+        eroded = ndi.binary_erosion(padded, ndi.generate_binary_structure(3, 1))[1:-1, 1:-1, 1:-1]
+        return m & ~eroded
+
+    ba, bb = border(a), border(b)
+    d_ab = ndi.distance_transform_edt(~bb, sampling=spacing)[ba]
+    d_ba = ndi.distance_transform_edt(~ba, sampling=spacing)[bb]
+    return d_ab, d_ba
+
+
+def test_assd_is_medpy_0_5_pooled_mean():
+    mod = _load_cases_module()
+    a, b = mod.medpy_pair()
+    d_ab, d_ba = _direct_assd_and_one_way(a, b)
+    assert d_ab.size != d_ba.size  # otherwise pooled and mean-of-means would coincide
+    pooled = np.concatenate([d_ab, d_ba]).mean()
+    assert M.medpy_assd(a, b) == pytest.approx(pooled, rel=1e-12)
+    assert M.medpy_assd(a, b) != pytest.approx((d_ab.mean() + d_ba.mean()) / 2, rel=1e-3)
+    ref = REFS["medpy"]  # computed with medpy 0.5.2 itself (tests/data/make_metric_references.py)
+    assert M.medpy_assd(a, b) == pytest.approx(ref["assd"], rel=1e-12)
+    assert M.medpy_assd(a, b, spacing=(1, 1, 2)) == pytest.approx(ref["assd_spacing_1_1_2"], rel=1e-12)
+    assert M.medpy_hd95(a, b) == pytest.approx(ref["hd95"], rel=1e-12)
+
+
+def test_paper_summary_is_mean_of_class_means(cfg):
+    # NETC has a distance in one scan only, ET in three: pooling all pairs would weigh ET three times
+    rows = [
+        {"label": "NETC", "dice": 0.5, "hd95_vox": 10.0, "assd_vox": 4.0},
+        {"label": "NETC", "dice": 1.0, "hd95_vox": float("nan"), "assd_vox": float("nan")},
+        {"label": "NETC", "dice": 0.0, "hd95_vox": float("nan"), "assd_vox": float("nan")},
+        {"label": "ET", "dice": 0.9, "hd95_vox": 1.0, "assd_vox": 0.5},
+        {"label": "ET", "dice": 0.8, "hd95_vox": 2.0, "assd_vox": 1.0},
+        {"label": "ET", "dice": 0.7, "hd95_vox": 3.0, "assd_vox": 1.5},
+        {"label": "SNFH", "dice": 1.0, "hd95_vox": float("nan"), "assd_vox": float("nan")},
+    ]
+    s = M.paper_summary(rows, np.eye(5, dtype=int), [1, 2], [1, 2], cfg)
+    assert s.hd95 == pytest.approx((10.0 + 2.0) / 2)  # class means 10 and 2; SNFH/RC have none
+    assert s.assd == pytest.approx((4.0 + 1.0) / 2)
+    pooled = np.nanmean([10.0, 1.0, 2.0, 3.0])  # the old (scan, class)-pair average: 4.0
+    assert s.hd95 != pytest.approx(pooled)
+    assert s.hd95_per_class == {
+        "NETC": 10.0,
+        "SNFH": pytest.approx(np.nan, nan_ok=True),
+        "ET": 2.0,
+        "RC": pytest.approx(np.nan, nan_ok=True),
+    }
+    assert s.n_hd_pairs == 4 and s.n_dropped_pairs == 3
+
+
+_BRATS_TO_OURS = {"et": "ET", "tc": "TC", "wt": "WT", "netc": "NETC", "snfh": "SNFH", "rc": "RC"}
+_KEYS = {
+    "tp": "tp",
+    "fp": "fp",
+    "fn": "fn",
+    "prec": "lesion_precision",
+    "rec": "lesion_recall",
+    "rq": "lesion_f1",
+    "sq_dsc": "lesion_dice",
+    "sq_hd95": "lesion_hd95_mm",
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFS["brats"]["cases"]))
+def test_lesion_metrics_equal_brats_evaluation(cfg, case):
+    ref_map, pred_map, spacing = _load_cases_module().cases()[case]
+    brats_values = {"NETC": 1, "SNFH": 2, "ET": 3, "RC": 4}
+    ours = {name: _v(cfg, name) for name in brats_values}
+    lut = np.zeros(5, np.uint8)
+    for name, value in brats_values.items():
+        lut[value] = ours[name]
+    gt, pred = lut[ref_map], lut[pred_map]  # the same maps in our prepared label values
+    regions = M.region_values(cfg)
+    for group, expected in REFS["brats"]["cases"][case].items():
+        values = regions[_BRATS_TO_OURS[group]]
+        got = M.lesion_metrics(np.isin(gt, values), np.isin(pred, values), spacing)
+        for theirs, key in _KEYS.items():
+            want = _ref_value(expected[theirs])
+            assert got[key] == pytest.approx(want, rel=1e-9, nan_ok=True), (case, group, key)

@@ -41,6 +41,17 @@ def test_paired_comparison_is_paired_by_case():
     assert r["p_wilcoxon"] == pytest.approx(2 / 16)
 
 
+def test_infinite_values_are_left_out_and_counted():
+    # BraTS lesion-wise HD95 is inf where no lesion matched: that scan has no finite paired difference
+    rows = []
+    for case, (base, mix) in enumerate([(2.0, 3.0), (4.0, float("inf")), (1.0, 1.5), (float("inf"), 2.0)]):
+        rows.append({"configuration": "real_only", "case": case, "region": "ET", "hd": base})
+        rows.append({"configuration": "mix", "case": case, "region": "ET", "hd": mix})
+    (r,) = paired_comparison(pd.DataFrame(rows), ["hd"], "real_only", 100, 0.95, 0).to_dict(orient="records")
+    assert r["n"] == 2 and r["n_nonfinite"] == 2
+    assert r["mean_diff"] == pytest.approx(0.75) and np.isfinite(r["ci_low"])
+
+
 def test_agreement_score_hand_computed():
     cfg = load_config("smoke")
     v = {lab.name: lab.value for lab in cfg.data.labels}

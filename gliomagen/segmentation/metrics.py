@@ -1,27 +1,33 @@
 """Segmentation metrics: the paper's definitions (kept exactly, to compare with its table) and corrected ones.
 
-Paper (PAPER.md §6), :func:`paper_case_metrics` and :func:`paper_summary`:
+Paper (PAPER.md §6, §9), :func:`paper_case_metrics` and :func:`paper_summary`:
 - a predicted head label becomes background (:func:`head_to_background`);
 - confusion matrix, Cohen's kappa, accuracy and per-class F1 are **pooled over the voxels where the ground
   truth is a tumour label** (false positives outside the tumour never count) -- :func:`restricted_confusion`;
 - Dice per scan and tumour class, 1.0 when both masks are empty, averaged over scans and classes;
-- HD95 and ASSD per scan and class as medpy computes them, **without voxel spacing** (voxels); a pair with
-  an empty mask raises in medpy and was silently dropped -- :func:`medpy_hd95`, :func:`medpy_assd`;
+- HD95 and ASSD per scan and class as medpy 0.5.2 computes them, **without voxel spacing** (voxels); ASSD
+  pools the surface distances of both directions (:func:`medpy_assd`); a pair with an empty mask raises in
+  medpy and was silently dropped; the table value is the mean over classes of the per-class mean over the
+  scans that have a value (:func:`class_then_mean`);
 - Pearson r of the total tumour volume per scan; Bland-Altman of the same volumes.
 
 Corrected, :func:`corrected_case_metrics` (one row per scan and BraTS region):
 - regions of BraTS 2024 post-treatment glioma (:data:`BRATS_REGIONS`);
 - Dice, and HD95/ASSD in **mm** with the voxel spacing (MONAI's surface-distance metrics); empty cases are
   explicit: both empty -> Dice 1, distances 0; one empty -> Dice 0, distances = the volume's diagonal in mm
-  (the worst possible value, as BraTS uses its 373 mm SRI-cube diagonal), with a ``status`` column;
-- lesion-wise metrics following the ``brats-evaluation`` package's GLI configuration (:func:`lesion_metrics`).
+  (the worst value this volume allows; the BraTS parser substitutes a fixed 373 mm, the diagonal of its
+  1 mm SRI atlas, for an infinite *global* HD95), with a ``status`` column;
+- lesion-wise metrics exactly as the ``brats-evaluation`` package computes them (:func:`lesion_metrics`;
+  no matched lesion gives an infinite lesion-wise HD95 there, not 373 mm).
+
+``docs/metrics.md`` tabulates every definition and empty-mask convention of the three modes.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -161,14 +167,16 @@ def medpy_hd95(result: np.ndarray, reference: np.ndarray, spacing: Sequence[floa
 
 
 def medpy_assd(result: np.ndarray, reference: np.ndarray, spacing: Sequence[float] | None = None) -> float:
-    """Mean of the two directed average surface distances (medpy ``assd``)."""
+    """Average symmetric surface distance as medpy 0.5.x (the original's version) defines it.
+
+    The surface distances of both directions are pooled into one list and averaged, so the direction with
+    more border voxels weighs more. (medpy 0.4 averaged the two one-way means instead; the two agree only
+    when both borders have the same number of voxels.) MONAI's symmetric ASSD pools the same way.
+    """
     return float(
-        np.mean(
-            (
-                _surface_distances(result, reference, spacing).mean(),
-                _surface_distances(reference, result, spacing).mean(),
-            )
-        )
+        np.concatenate(
+            (_surface_distances(result, reference, spacing), _surface_distances(reference, result, spacing))
+        ).mean()
     )
 
 
@@ -284,19 +292,22 @@ def _components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
-def lesion_metrics(
-    gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float], penalty: float
-) -> dict[str, float]:
-    """Lesion-wise metrics of one binary region, following ``brats-evaluation`` (GLI configuration).
+def lesion_metrics(gt: np.ndarray, pred: np.ndarray, spacing: Sequence[float]) -> dict[str, float]:
+    """Lesion-wise metrics of one binary region, as the official ``brats-evaluation`` package (0.0.10, its
+    bundled GLI configuration, which runs ``panoptica``) computes them.
 
-    The package could not be installed beside our pins (it pins pandas<3 and numpy<2.3), so its documented
-    rules are implemented here: lesions are 26-connected components of reference and prediction; they are
-    paired one-to-one by maximum bipartite matching on Dice, a pair counting only above Dice 1e-6; matched
-    pairs are TP, unmatched predictions FP, unmatched references FN. ``lesion_dice``/``lesion_hd95`` are the
-    means over matched pairs (panoptica's ``sq_dsc``/``sq_hd95``; HD95 with spacing); with no match they are
-    0 and ``penalty`` (the package uses 373 mm), and NaN when neither side has a lesion. ``lesion_f1`` is the
-    recognition quality TP / (TP + (FP + FN) / 2). ``lesion_dice_penalised`` = sum of matched Dice /
-    (TP + FP + FN) additionally charges every missed or spurious lesion (the BraTS 2023/24 ranking rule).
+    The package could not be installed beside our pins (it pins pandas<3 and numpy<2.3), so its rules are
+    implemented here and tested against values it computed (``tests/data/metric_references.json``):
+    lesions are 26-connected components of reference and prediction, paired one-to-one by maximum bipartite
+    matching on Dice, a pair counting only above Dice 1e-6; matched pairs are TP, unmatched predictions FP,
+    unmatched references FN. ``lesion_dice`` / ``lesion_hd95_mm`` are the means over matched pairs
+    (panoptica's ``sq_dsc`` / ``sq_hd95``, HD95 with the voxel spacing). With no matched pair they follow the
+    package's edge-case table: Dice 0 and HD95 **infinite** (the package's ``seg`` parser keeps the
+    infinity for lesion-wise values; its 373 mm substitute is applied only to the *global* HD95 and to
+    missing subjects), and NaN for everything when neither side has a lesion. Precision TP / (TP + FP) and
+    recall TP / (TP + FN) are NaN when their denominator is 0; ``lesion_f1`` is panoptica's recognition
+    quality TP / (TP + (FP + FN) / 2). ``lesion_dice_penalised`` = sum of matched Dice / (TP + FP + FN)
+    additionally charges every missed or spurious lesion (the BraTS 2023 ranking rule; not a package output).
     """
     ref_l, n_ref = _components(gt.astype(bool))
     pred_l, n_pred = _components(pred.astype(bool))
@@ -328,7 +339,7 @@ def lesion_metrics(
         "lesion_recall": tp / n_ref if n_ref else float("nan"),
         "lesion_f1": tp / (tp + 0.5 * (fp + fn)),
         "lesion_dice": float(np.mean(dices)) if tp else 0.0,
-        "lesion_hd95_mm": float(np.mean(hds)) if tp else penalty,
+        "lesion_hd95_mm": float(np.mean(hds)) if tp else float("inf"),
         "lesion_dice_penalised": float(np.sum(dices)) / (tp + fp + fn),
     }
 
@@ -359,12 +370,9 @@ def corrected_case_metrics(
 ) -> list[dict[str, object]]:
     """One row per BraTS region: Dice, HD95/ASSD in mm with status, and the lesion-wise metrics."""
     rows = []
-    penalty = worst_distance(gt.shape, spacing)
     for region, values in region_values(cfg).items():
         g, p = np.isin(gt, values), np.isin(pred, values)
-        rows.append(
-            {"region": region, **binary_pair_metrics(g, p, spacing), **lesion_metrics(g, p, spacing, penalty)}
-        )
+        rows.append({"region": region, **binary_pair_metrics(g, p, spacing), **lesion_metrics(g, p, spacing)})
     return rows
 
 
@@ -383,6 +391,8 @@ class PaperSummary:
     n_hd_pairs: int
     n_dropped_pairs: int
     bland_altman: dict[str, float]
+    hd95_per_class: dict[str, float] = field(default_factory=dict)
+    assd_per_class: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict[str, float]:
         return {
@@ -396,6 +406,32 @@ class PaperSummary:
         }
 
 
+def class_then_mean(
+    per_class: list[dict[str, object]], key: str, names: Sequence[str]
+) -> tuple[float, dict[str, float]]:
+    """The original's distance summary: per class the mean over the scans where it has a value, then the
+    mean of the class means.
+
+    A class often absent after treatment (NETC) has few scans with a distance; averaging all (scan, class)
+    pairs at once would let the frequent classes outvote it, so each class counts once.
+
+    Args:
+        per_class: rows with ``label`` and ``key`` (NaN where medpy raised, i.e. an empty side).
+        key: ``hd95_vox`` or ``assd_vox``.
+        names: tumour class names, in table order.
+
+    Returns:
+        (mean of the class means over the classes with any value, {class: its mean or NaN}).
+    """
+    means = {}
+    for name in names:
+        values = np.array([r[key] for r in per_class if r["label"] == name], float)
+        values = values[np.isfinite(values)]
+        means[name] = float(values.mean()) if values.size else float("nan")
+    finite = [v for v in means.values() if np.isfinite(v)]
+    return (float(np.mean(finite)) if finite else float("nan")), means
+
+
 def paper_summary(
     per_class: list[dict[str, object]],
     confusion: np.ndarray,
@@ -403,23 +439,27 @@ def paper_summary(
     volumes_pred: Sequence[float],
     cfg: Config,
 ) -> PaperSummary:
-    """Aggregate as the paper did: pooled confusion, mean Dice over scans x classes, mean distances over
-    the non-empty pairs only (the others dropped and counted in ``n_dropped_pairs``)."""
+    """Aggregate as the paper did: pooled confusion, mean Dice over scans x classes, and for HD95/ASSD the
+    mean over classes of the per-class mean over the scans where the distance exists
+    (:func:`class_then_mean`; the dropped pairs are counted in ``n_dropped_pairs``)."""
     f1 = f1_per_class(confusion)
     names = [lab.name for lab in cfg.tumour_labels]
     dice = np.array([r["dice"] for r in per_class], float)
     hd = np.array([r["hd95_vox"] for r in per_class], float)
-    asd = np.array([r["assd_vox"] for r in per_class], float)
     ok = ~np.isnan(hd)
+    hd95, hd95_classes = class_then_mean(per_class, "hd95_vox", names)
+    assd, assd_classes = class_then_mean(per_class, "assd_vox", names)
     return PaperSummary(
         kappa=kappa(confusion),
         accuracy=accuracy(confusion),
         f1={n: float(f1[i + 1]) for i, n in enumerate(names)},
         avg_dice=float(dice.mean()) if dice.size else float("nan"),
         pearson_r=pearson_r(volumes_gt, volumes_pred),
-        hd95=float(hd[ok].mean()) if ok.any() else float("nan"),
-        assd=float(asd[ok].mean()) if ok.any() else float("nan"),
+        hd95=hd95,
+        assd=assd,
         n_hd_pairs=int(ok.sum()),
         n_dropped_pairs=int((~ok).sum()),
         bland_altman=bland_altman(volumes_gt, volumes_pred),
+        hd95_per_class=hd95_classes,
+        assd_per_class=assd_classes,
     )

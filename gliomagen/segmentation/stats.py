@@ -65,7 +65,8 @@ def paired_comparison(
         group: an extra key (e.g. ``region``) or ``None``.
 
     Returns:
-        one row per (configuration, group, metric): ``n``, ``baseline_mean``, ``mean``, ``mean_diff``,
+        one row per (configuration, group, metric): ``n`` (scans with a finite value in both),
+        ``n_nonfinite`` (scans left out because a value is infinite), ``baseline_mean``, ``mean``, ``mean_diff``,
         ``ci_low``, ``ci_high``, ``p_wilcoxon`` (differences are configuration minus baseline).
     """
     rng = np.random.default_rng(seed)
@@ -82,6 +83,11 @@ def paired_comparison(
                 if conf == baseline:
                     continue
                 pair = wide[[baseline, conf]].dropna()
+                # BraTS lesion-wise HD95 is infinite where no lesion matched: such a scan has no finite
+                # difference; it is left out of the mean and the test, and counted in n_nonfinite
+                finite = np.isfinite(pair.to_numpy(float)).all(axis=1)
+                n_nonfinite = int((~finite).sum())
+                pair = pair[finite]
                 diff = (pair[conf] - pair[baseline]).to_numpy(float)
                 low, high = bootstrap_mean_ci(diff, n_boot, confidence, rng)
                 rows.append(
@@ -90,6 +96,7 @@ def paired_comparison(
                         **({group: g} if group else {}),
                         "metric": metric,
                         "n": int(diff.size),
+                        "n_nonfinite": n_nonfinite,
                         "baseline_mean": float(pair[baseline].mean()) if diff.size else float("nan"),
                         "mean": float(pair[conf].mean()) if diff.size else float("nan"),
                         "mean_diff": float(diff.mean()) if diff.size else float("nan"),

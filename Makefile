@@ -1,6 +1,9 @@
 # GliomaGen artifact. The two commands a newcomer needs:
 #   make reproduce   -- set up .venv and run the whole smoke reproduction (phantom data, CPU)
 #   make test        -- set up what is missing and run the test suite
+# and then:
+#   make lab         -- JupyterLab at the repository root (notebooks/ and the executed runs/<profile>/notebooks/)
+#   make paper       -- check the manuscript's includes (one published run) and build the PDF where LaTeX exists
 PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -10,10 +13,10 @@ ARGS   ?=
 PYTEST_ARGS ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install reproduce test lint notebooks paper clean-run
+.PHONY: help install reproduce test chromium lab lint notebooks paper clean-run
 
 help:
-	@sed -n '1,4p' Makefile
+	@sed -n '1,7p' Makefile
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,11 +32,32 @@ $(STAMP): pyproject.toml $(BIN)/python
 
 install: $(STAMP)
 
+# Progress per notebook on the terminal; everything the notebooks print goes to runs/$(PROFILE)/logs/reproduce.log.
 reproduce: $(STAMP)
 	$(BIN)/gliomagen reproduce --profile $(PROFILE) $(ARGS)
 
-test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+# The browser test of the reader-study page needs Debian's chromium (playwright never downloads a browser).
+# Installed here when missing and we may (root with apt-get); otherwise the test is skipped and we say so.
+CHROMIUM := /usr/bin/chromium
+chromium:
+	@if [ -x $(CHROMIUM) ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "installing chromium for the browser test (apt-get)"; \
+	  (apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium chromium-driver) \
+	    || echo "NOTE: apt-get could not install chromium"; \
+	fi; \
+	if [ ! -x $(CHROMIUM) ]; then \
+	  echo "NOTE: tests/test_reader_study_browser.py will be SKIPPED: $(CHROMIUM) is missing"; \
+	  echo "      (install it with: sudo apt-get install -y chromium chromium-driver)"; \
+	fi
+
+# -rs lists every skipped test with its reason at the end
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest -rs $(PYTEST_ARGS)
+
+# JupyterLab at the repository root, so that both notebooks/ and runs/<profile>/notebooks/ open.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.root_dir="$(CURDIR)"
 
 # Build the manuscript PDF (where LaTeX exists) after checking every generated include exists.
 paper: $(STAMP)

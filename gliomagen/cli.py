@@ -26,6 +26,16 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
     "augment": ("gliomagen.augment:run_cli", 5, "augment the training masks (flip, scale, retry, discard)"),
     "generate": ("gliomagen.generate:run_cli", 5, "generate 4-modality volumes from masks"),
+    "import-weights": (
+        "gliomagen.diffusion.import_weights:run_cli",
+        15,
+        "convert the original's released checkpoint into a project checkpoint (default profile: paper)",
+    ),
+    "sample": (
+        "gliomagen.sample:run_cli",
+        15,
+        "generate the four modalities for one mask file, in its geometry",
+    ),
     "fidelity": ("gliomagen.fidelity.evaluate:run_cli", 6, "MS-SSIM, FID, KID, FRD on validation pairs"),
     "segment": ("gliomagen.segmentation.pipeline:run_cli", 7, "nnU-Net v2 on the six data mixes"),
     "figures": ("gliomagen.figures:run_cli", 8, "regenerate every figure and table"),
@@ -135,6 +145,22 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
         )
         p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
         p.add_argument("--shard", default=None, help="i/n: process only shard i of n (0-based), e.g. 0/4")
+    elif name == "import-weights":
+        p.set_defaults(profile="paper")  # the released weights are the paper network's
+        p.add_argument("src", help="the original's checkpoint (.pt with step, model, ema)")
+        p.add_argument("--out", required=True, help="the project checkpoint to write")
+        p.add_argument(
+            "--which", choices=["ema", "model"], default="ema", help="which weights (default: ema)"
+        )
+    elif name == "sample":
+        p.add_argument("--mask", required=True, help="a 3D label map (.nii/.nii.gz) in the profile's labels")
+        p.add_argument("--checkpoint", default=None, help="checkpoint file (default: generate.checkpoint)")
+        p.add_argument(
+            "--sampler", choices=["ddpm", "ddim", "dpmpp"], default=None, help="override the sampler"
+        )
+        p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
+        p.add_argument("--seed", type=int, default=None, help="noise seed (default: from generate.seed)")
+        p.add_argument("--out", required=True, help="output folder")
     elif name == "segment":
         p.add_argument("--configuration", default=None, help="train/evaluate only this data mix")
         p.add_argument("--skip-training", action="store_true", help="only export datasets and evaluate")

@@ -161,6 +161,10 @@ class ModelConfig(_Section):
     norm_eps: float = Field(1e-5, gt=0)
     num_head_channels: int = Field(256, ge=1)
     mask_encoding: Literal["paper", "compact"] = "paper"
+    # the reference network's forward (paper profile); MONAI's defaults: nearest, 10000, false
+    upsample_mode: Literal["nearest", "trilinear"] = "nearest"
+    time_embed_max_period: int = Field(10000, ge=2)
+    zero_init_attention_out: bool = False
 
     @model_validator(mode="after")
     def _divisible(self) -> ModelConfig:
@@ -283,6 +287,11 @@ class GenerateConfig(_Section):
         timing_budget_s: notebook 04 runs a sampler for timing only if it is predicted to take at most this
             long; slower ones are extrapolated from a short run (and labelled so).
         timing_fast_steps: steps used for the ddim and dpmpp timings in notebook 04.
+        clip_range: every sampler clamps its prediction of the clean image to this range at each step.
+            ``[0, 1]`` (default) is the range images live in; ``[-1, 1]`` is the original's clamp, needed to
+            reproduce its samples from its released weights. Written volumes are clamped to [0, 1] anyway.
+        allow_config_mismatch: use a checkpoint whose model-relevant config (target shape, label map, mask
+            encoding, network, diffusion) differs from the run's; refused by default, naming the keys.
     """
 
     sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddpm"
@@ -295,6 +304,15 @@ class GenerateConfig(_Section):
     device: str = "auto"
     timing_budget_s: float = Field(60.0, ge=0)
     timing_fast_steps: int = Field(50, ge=1)
+    clip_range: tuple[float, float] = (0.0, 1.0)
+    allow_config_mismatch: bool = False
+
+    @field_validator("clip_range")
+    @classmethod
+    def _clip_ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not v[0] < v[1]:
+            raise ValueError(f"must be [low, high] with low < high, got {list(v)}")
+        return v
 
 
 # ------------------------------------------------------------------------------------------- fidelity

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from gliomagen.cases import Case, is_complete, load_mask, modality_path, write_case
 from gliomagen.config import MODALITIES, Config
+from gliomagen.diffusion.orientation import sample_oriented
 from gliomagen.io import provenance, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,9 @@ class SamplingSetup:
         checkpoint_sha256: of the checkpoint file (recorded; part of the resume identity).
         checkpoint_step: training step of the checkpoint.
         device: where the model runs.
+        input_orientation: array orientation the weights expect (``"RAS"`` for the original's imported
+            weights, ``None`` for weights trained here); masks are reoriented for the network and the
+            images turned back, so outputs keep each mask's geometry.
     """
 
     model: torch.nn.Module
@@ -191,6 +195,7 @@ class SamplingSetup:
     checkpoint_sha256: str
     checkpoint_step: int
     device: torch.device
+    input_orientation: str | None = None
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -229,6 +234,7 @@ def load_setup(cfg: Config, sampler: str | None = None, steps: int | None = None
         checkpoint_sha256=str(meta["sha256"]),
         checkpoint_step=int(meta["step"]),
         device=device,
+        input_orientation=meta.get("input_orientation"),
     )
 
 
@@ -457,7 +463,9 @@ def generate(
     for batch in _batches(todo, cfg, cfg.generate.batch_size, errors):
         seeds = [volume_seed(cfg.generate.seed, job.id) for job, _, _ in batch]
         t0 = time.perf_counter()
-        images, outside = sample_batch(setup, np.stack([m for _, m, _ in batch]), seeds)
+        masks, affines = np.stack([m for _, m, _ in batch]), [a for _, _, a in batch]
+        # imported original weights expect RAS arrays: reoriented there and back (sample_oriented)
+        images, outside = sample_oriented(sample_batch, setup, masks, affines, seeds)
         per_volume = (time.perf_counter() - t0) / len(batch)
         for (job, mask, affine), image, seed in zip(batch, images, seeds, strict=True):
             write_case(output_dir(cfg, job).parent, Case(job.id, image, mask, affine), cfg.hash)

@@ -3,18 +3,24 @@
 Conditioning is by concatenation: the network sees ``4`` noisy modality channels followed by the one-hot
 mask (see :func:`encode_mask`) and predicts the noise of the ``4`` modality channels.
 
-Known differences to the reference network that a parameter count cannot see (measured, see DESIGN.md):
-MONAI upsamples with nearest neighbours (reference: trilinear), uses a time-embedding max period of 10000
-(reference: 1000) and does not zero-initialise the attention output projection. They change the function
-class only marginally, so the paper profile keeps MONAI's network as is and reports them here.
+MONAI's network has the reference's parameter count but differs from it in three ways a count cannot see
+(measured, see DESIGN.md): it upsamples with nearest neighbours (reference: trilinear), its sinusoidal
+time embedding has a max period of 10000 (reference: 1000), and it does not zero-initialise the attention
+output projection. Each is a named model option here (``model.upsample_mode``,
+``model.time_embed_max_period``, ``model.zero_init_attention_out``), implemented by the small subclass
+:class:`GliomaGenUNet` (same modules, same state-dict keys as MONAI's). The paper profile turns all three
+on, so the original's released weights (``gliomagen import-weights``) compute the original's function;
+MONAI's defaults stay available (the smoke profile keeps them).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from monai.networks.blocks import SABlock
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
 from torch import nn
@@ -77,8 +83,126 @@ def encode_mask(mask: np.ndarray | torch.Tensor, cfg: Config) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- network
-def build_model(cfg: Config, device: torch.device | str | None = None) -> DiffusionModelUNet:
-    """The 3D denoiser for ``cfg`` (MONAI ``DiffusionModelUNet``), optionally on the ``meta`` device.
+#: MONAI's defaults for the three options (the paper's values: trilinear, 1000, True)
+MONAI_UPSAMPLE_MODE = "nearest"
+MONAI_TIME_EMBED_MAX_PERIOD = 10000
+
+
+def timestep_embedding(timesteps: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """Sinusoidal embedding ``[cos(t w_i), sin(t w_i)]`` with ``w_i = max_period^(-i / (dim // 2))``.
+
+    The same formula as MONAI's ``get_timestep_embedding`` and guided-diffusion's ``timestep_embedding``
+    (cosines first, then sines; a zero column for odd ``dim``); only the max period differs between them.
+
+    Args:
+        timesteps: ``(B,)`` timesteps (may be fractional).
+        dim: embedding size (the first level's channel count).
+        max_period: the longest wavelength (MONAI 10000, the reference 1000).
+    """
+    if timesteps.ndim != 1:
+        raise ValueError(f"timesteps must be a 1D tensor, got shape {tuple(timesteps.shape)}")
+    half = dim // 2
+    exponent = -math.log(max_period) * torch.arange(0, half, dtype=torch.float32, device=timesteps.device)
+    freqs = torch.exp(exponent / half)
+    args = timesteps[:, None].float() * freqs[None, :]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        emb = nn.functional.pad(emb, (0, 1, 0, 0))
+    return emb
+
+
+class GliomaGenUNet(DiffusionModelUNet):
+    """MONAI's ``DiffusionModelUNet`` with the reference's upsampling, time-embedding period and init.
+
+    Not a fork: the modules (and so the state-dict keys and parameter count) are MONAI's. The constructor
+    sets the interpolation mode of MONAI's non-trainable upsamplers and optionally zeroes the attention
+    output projections; :meth:`forward` is MONAI's forward for this use (no cross-attention context, class
+    labels or ControlNet residuals) with the time embedding's max period as a parameter.
+
+    Args:
+        upsample_mode: ``nearest`` (MONAI) or ``trilinear`` (reference; ``align_corners=False`` as
+            ``F.interpolate``'s default, which the reference uses).
+        time_embed_max_period: max period of the sinusoidal time embedding (MONAI 10000, reference 1000).
+        zero_init_attention_out: start the attention output projections at zero (reference).
+        **kwargs: MONAI ``DiffusionModelUNet`` arguments.
+    """
+
+    def __init__(
+        self,
+        *,
+        upsample_mode: str = MONAI_UPSAMPLE_MODE,
+        time_embed_max_period: float = MONAI_TIME_EMBED_MAX_PERIOD,
+        zero_init_attention_out: bool = False,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        if upsample_mode not in ("nearest", "trilinear"):
+            raise ValueError(f"upsample_mode must be nearest or trilinear, got {upsample_mode!r}")
+        self.upsample_mode = upsample_mode
+        self.time_embed_max_period = float(time_embed_max_period)
+        self.zero_init_attention_out = zero_init_attention_out
+        for up in self.upsamplers():
+            up.mode = upsample_mode
+        if zero_init_attention_out:
+            for block in self.modules():
+                if isinstance(block, SABlock) and isinstance(block.out_proj, nn.Linear):
+                    nn.init.zeros_(block.out_proj.weight)
+                    nn.init.zeros_(block.out_proj.bias)
+
+    def upsamplers(self) -> list[nn.Upsample]:
+        """The interpolation layers of the up path (one per up block except the last)."""
+        found = []
+        for block in self.up_blocks:
+            inner = getattr(getattr(block, "upsampler", None), "upsample_non_trainable", None)
+            if isinstance(inner, nn.Upsample):
+                found.append(inner)
+        return found
+
+    def forward(  # type: ignore[override]
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        context: torch.Tensor | None = None,
+        class_labels: torch.Tensor | None = None,
+        down_block_additional_residuals: tuple[torch.Tensor] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Predict the network output for ``x`` at ``timesteps`` (``(B,)``)."""
+        if any(
+            a is not None
+            for a in (context, class_labels, down_block_additional_residuals, mid_block_additional_residual)
+        ):
+            raise ValueError(
+                "GliomaGenUNet is conditioned by concatenation only (no context/labels/residuals)"
+            )
+        t_emb = timestep_embedding(timesteps, self.block_out_channels[0], self.time_embed_max_period)
+        emb = self.time_embed(t_emb.to(dtype=x.dtype))
+        h = self.conv_in(x)
+        skips: list[torch.Tensor] = [h]
+        for down in self.down_blocks:
+            h, res = down(hidden_states=h, temb=emb, context=None)
+            skips.extend(res)
+        h = self.middle_block(hidden_states=h, temb=emb, context=None)
+        for up in self.up_blocks:
+            n = len(up.resnets)
+            h = up(hidden_states=h, res_hidden_states_list=skips[-n:], temb=emb, context=None)
+            skips = skips[:-n]
+        out: torch.Tensor = self.out(h)
+        return out
+
+
+def network_options(cfg: Config) -> dict[str, object]:
+    """The three reference options of ``cfg.model`` (for summaries and provenance)."""
+    m = cfg.model
+    return {
+        "upsample_mode": m.upsample_mode,
+        "time_embed_max_period": m.time_embed_max_period,
+        "zero_init_attention_out": m.zero_init_attention_out,
+    }
+
+
+def build_model(cfg: Config, device: torch.device | str | None = None) -> GliomaGenUNet:
+    """The 3D denoiser for ``cfg`` (MONAI ``DiffusionModelUNet`` + the model options), optionally on ``meta``.
 
     Args:
         cfg: run configuration (``model`` section and the label map for the input channels).
@@ -86,7 +210,7 @@ def build_model(cfg: Config, device: torch.device | str | None = None) -> Diffus
     """
     m = cfg.model
     with torch.device(device) if device is not None else _nullcontext():
-        net = DiffusionModelUNet(
+        net = GliomaGenUNet(
             spatial_dims=3,
             in_channels=len(MODALITIES) + n_mask_channels(cfg),
             out_channels=len(MODALITIES),
@@ -99,6 +223,9 @@ def build_model(cfg: Config, device: torch.device | str | None = None) -> Diffus
             num_head_channels=m.num_head_channels,
             resblock_updown=False,
             include_fc=True,
+            upsample_mode=m.upsample_mode,
+            time_embed_max_period=m.time_embed_max_period,
+            zero_init_attention_out=m.zero_init_attention_out,
         )
     return net
 
@@ -210,7 +337,7 @@ def _meta_copy(net: nn.Module) -> nn.Module:
 
 
 def model_summary(cfg: Config, batch: int = 1) -> dict[str, object]:
-    """Parameters, FLOPs and per-level shapes of the profile's network at its target shape (meta device).
+    """Parameters, FLOPs, the reference options and per-level shapes of the profile's network (meta device).
 
     Args:
         cfg: run configuration.
@@ -224,6 +351,7 @@ def model_summary(cfg: Config, batch: int = 1) -> dict[str, object]:
         "paper_parameters": PAPER_PARAMETERS,
         "difference": params - PAPER_PARAMETERS,
         "input_shape": shape,
+        **network_options(cfg),
         "forward_tflop": forward_flops(net, shape) / 1e12,
         "levels": level_shapes(net, shape),
     }

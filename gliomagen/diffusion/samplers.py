@@ -10,7 +10,9 @@
   (``DPMSolverMultistepScheduler``) - MONAI 1.6 has no high-order solver. It gets the exact betas of our
   MONAI schedule, so one trained model serves all three samplers.
 
-Every sampler clamps the predicted clean image ``x̂_0`` to ``[0, 1]`` (images live in ``[0, 1]``). The
+Every sampler clamps the predicted clean image ``x̂_0`` to ``generate.clip_range`` at every step:
+``[0, 1]`` by default (images live in ``[0, 1]``), ``[-1, 1]`` to reproduce the original (its clamp; see
+docs/original_weights.md). The schedule is computed in float64 and cast (``schedule.set_schedule``). The
 result is the ``x̂_0`` of the last step: for DDPM (at ``t = 0``) and DPM-Solver++ that *is* the last
 update, and for DDIM it equals a final deterministic step to ``abar = 1`` even when ``T`` is not a multiple
 of the number of steps.
@@ -27,7 +29,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler
 from tqdm.auto import tqdm
 
 from gliomagen.config import Config
-from gliomagen.diffusion.schedule import make_train_scheduler
+from gliomagen.diffusion.schedule import betas64, set_schedule
 
 SAMPLERS = ("ddpm", "ddim", "dpmpp")
 
@@ -36,9 +38,8 @@ StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
 
 
 def _copy_schedule(target: Any, cfg: Config) -> None:
-    """Give a MONAI scheduler exactly the betas of ``cfg`` (incl. a non-default ``beta_max``)."""
-    ref = make_train_scheduler(cfg)
-    target.betas, target.alphas, target.alphas_cumprod = ref.betas, ref.alphas, ref.alphas_cumprod
+    """Give a MONAI scheduler exactly the betas of ``cfg`` (float64 formula cast to float32)."""
+    set_schedule(target, cfg)
 
 
 class _MonaiBackend:
@@ -69,22 +70,26 @@ class _MonaiBackend:
 
 
 class _DiffusersBackend:
-    """Wraps diffusers' DPM-Solver++; clamps ``x̂_0`` by rewriting the noise prediction.
+    """Wraps diffusers' DPM-Solver++; clamps ``x̂_0`` by rewriting the model output as a noise prediction.
 
-    diffusers only offers symmetric or dynamic thresholding, so the ``[0, 1]`` clamp of ``x̂_0`` is applied
-    before the solver sees the model output: ``eps' = (x_t - sqrt(abar) clamp(x̂_0)) / sqrt(1 - abar)``,
-    which is exactly what the solver then converts back into the clamped ``x̂_0``.
+    diffusers only offers symmetric or dynamic thresholding, so the clamp of ``x̂_0`` to ``clip_range`` is
+    applied before the solver sees the model output: the output (noise, ``x_0`` or ``v``, following
+    ``diffusion.prediction``) is turned into ``x̂_0``, clamped, and handed over as
+    ``eps' = (x_t - sqrt(abar) clamp(x̂_0)) / sqrt(1 - abar)``, which the solver converts back into exactly
+    the clamped ``x̂_0``.
     """
 
     def __init__(self, cfg: Config, steps: int) -> None:
         from diffusers import DPMSolverMultistepScheduler
 
         self.cfg, self.steps = cfg, steps
-        ref = make_train_scheduler(cfg)
-        self.alphas_cumprod = ref.alphas_cumprod.double()
+        self.prediction = cfg.diffusion.prediction
+        self.clip = cfg.generate.clip_range
+        b = betas64(cfg)
+        self.alphas_cumprod = torch.cumprod(1.0 - b, dim=0)
         self.scheduler = DPMSolverMultistepScheduler(
             num_train_timesteps=cfg.diffusion.timesteps,
-            trained_betas=ref.betas.double().numpy(),
+            trained_betas=b.numpy(),
             algorithm_type="dpmsolver++",
             solver_order=2,
             prediction_type="epsilon",
@@ -105,7 +110,14 @@ class _DiffusersBackend:
         self, eps: torch.Tensor, t: int, x: torch.Tensor, generator: torch.Generator | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         abar = self.alphas_cumprod[t].to(x.device, torch.float32)
-        x0 = ((x - (1 - abar).sqrt() * eps) / abar.sqrt()).clamp(0.0, 1.0)
+        out = eps  # the raw network output
+        if self.prediction == "epsilon":
+            x0 = (x - (1 - abar).sqrt() * out) / abar.sqrt()
+        elif self.prediction == "sample":
+            x0 = out
+        else:  # v-prediction: v = sqrt(abar) eps - sqrt(1 - abar) x0
+            x0 = abar.sqrt() * x - (1 - abar).sqrt() * out
+        x0 = x0.clamp(*self.clip)
         eps = (x - abar.sqrt() * x0) / (1 - abar).sqrt()
         out = self.scheduler.step(eps, t, x, generator=generator, return_dict=True)
         return out.prev_sample, x0
@@ -126,6 +138,7 @@ class Sampler:
     steps: int
     backend: Any = field(repr=False)
     image_channels: int = 4
+    clip_range: tuple[float, float] = (0.0, 1.0)
 
     @property
     def timesteps(self) -> list[int]:
@@ -150,7 +163,7 @@ class Sampler:
             callback: called after every step with ``(i, t, x_t, x̂_0)`` (for the process figure).
 
         Returns:
-            ``(B, 4, X, Y, Z)`` float32 in ``[0, 1]``.
+            ``(B, 4, X, Y, Z)`` float32 in ``generate.clip_range`` (``[0, 1]`` by default).
         """
         device = next(model.parameters()).device
         if generator is not None and generator.device.type != device.type:
@@ -172,7 +185,7 @@ class Sampler:
             x, x0 = self.backend.step(eps, t, x, generator)
             if callback is not None:
                 callback(i, t, x, x0)
-        return x0.clamp(0.0, 1.0)
+        return x0.clamp(*self.clip_range)
 
     def trajectory(
         self,
@@ -237,8 +250,8 @@ def make_sampler(cfg: Config, name: str | None = None, steps: int | None = None)
             num_train_timesteps=T,
             schedule="linear_beta",  # replaced by the profile's betas just below
             clip_sample=True,
-            clip_sample_min=0.0,
-            clip_sample_max=1.0,
+            clip_sample_min=cfg.generate.clip_range[0],
+            clip_sample_max=cfg.generate.clip_range[1],
             prediction_type=cfg.diffusion.prediction,
         )
         _copy_schedule(sched, cfg)
@@ -249,8 +262,8 @@ def make_sampler(cfg: Config, name: str | None = None, steps: int | None = None)
             num_train_timesteps=T,
             schedule="linear_beta",
             clip_sample=True,
-            clip_sample_min=0.0,
-            clip_sample_max=1.0,
+            clip_sample_min=cfg.generate.clip_range[0],
+            clip_sample_max=cfg.generate.clip_range[1],
             set_alpha_to_one=True,
             steps_offset=ddim_steps_offset(T, steps),
             prediction_type=cfg.diffusion.prediction,
@@ -260,7 +273,7 @@ def make_sampler(cfg: Config, name: str | None = None, steps: int | None = None)
         backend = _MonaiBackend(sched, cfg.generate.eta)
     else:
         backend = _DiffusersBackend(cfg, steps)
-    return Sampler(name=name, steps=steps, backend=backend)
+    return Sampler(name=name, steps=steps, backend=backend, clip_range=tuple(cfg.generate.clip_range))
 
 
 def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:

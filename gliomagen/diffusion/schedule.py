@@ -6,10 +6,50 @@ Images live in ``[0, 1]`` as in the paper (no rescaling to ``[-1, 1]``); the net
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
 from gliomagen.config import Config
+
+
+def cosine_betas64(timesteps: int, s: float = 0.008, beta_max: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine betas computed in float64 (as the original and diffusers do).
+
+    ``f(t) = cos((t / T + s) / (1 + s) * pi / 2)^2``, ``beta_t = min(1 - f(t + 1) / f(t), beta_max)``.
+    MONAI evaluates the same formula in float32, which is off by up to 1.4e-3 (relative) at small t.
+
+    Args:
+        timesteps: ``T``.
+        s: offset of the cosine schedule.
+        beta_max: upper clip of the betas.
+    """
+    x = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((x + s) / (1 + s) * math.pi / 2) ** 2
+    return torch.clip(1.0 - f[1:] / f[:-1], 0.0, beta_max)
+
+
+def betas64(cfg: Config) -> torch.Tensor:
+    """The beta schedule of ``cfg`` in float64: the cosine one from the formula, others from MONAI."""
+    d = cfg.diffusion
+    if d.schedule == "cosine":
+        return cosine_betas64(d.timesteps, d.cosine_s, d.beta_max)
+    sched = DDPMScheduler(num_train_timesteps=d.timesteps, schedule=d.schedule)
+    return torch.clip(sched.betas.double(), 0.0, d.beta_max)
+
+
+def set_schedule(scheduler: Any, cfg: Config) -> None:
+    """Give a MONAI scheduler the betas of ``cfg``: computed in float64, then cast to float32.
+
+    ``alphas_cumprod`` is the float64 cumulative product cast once (as the original's buffers were), not
+    a float32 product of float32 alphas.
+    """
+    b = betas64(cfg)
+    scheduler.betas = b.float()
+    scheduler.alphas = (1.0 - b).float()
+    scheduler.alphas_cumprod = torch.cumprod(1.0 - b, dim=0).float()
 
 
 def make_train_scheduler(cfg: Config) -> DDPMScheduler:
@@ -19,29 +59,22 @@ def make_train_scheduler(cfg: Config) -> DDPMScheduler:
         cfg: run configuration.
     """
     d = cfg.diffusion
-    kwargs: dict[str, float] = {}
-    if d.schedule == "cosine":
-        kwargs["s"] = d.cosine_s
+    lo, hi = cfg.generate.clip_range
     sched = DDPMScheduler(
         num_train_timesteps=d.timesteps,
-        schedule=d.schedule,
+        schedule="linear_beta",  # replaced by the profile's float64 schedule just below
         prediction_type=d.prediction,
         clip_sample=True,
-        clip_sample_min=0.0,
-        clip_sample_max=1.0,
-        **kwargs,
+        clip_sample_min=lo,
+        clip_sample_max=hi,
     )
-    if d.schedule == "cosine" and d.beta_max != 0.999:
-        # MONAI clips cosine betas at 0.999; re-clip if the profile asks for another bound
-        betas = torch.clip(sched.betas, 0.0, d.beta_max)
-        sched.betas, sched.alphas = betas, 1.0 - betas
-        sched.alphas_cumprod = torch.cumprod(sched.alphas, dim=0)
+    set_schedule(sched, cfg)
     return sched
 
 
 def betas(cfg: Config) -> torch.Tensor:
     """The beta schedule of ``cfg`` as float64 (for handing to other libraries' schedulers)."""
-    return make_train_scheduler(cfg).betas.double()
+    return betas64(cfg)
 
 
 def add_noise(

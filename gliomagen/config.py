@@ -334,6 +334,8 @@ class FidelityConfig(_Section):
         kid_subset_size: slices per KID subset (capped at the number of slices available).
         frd: compute the Fréchet Radiomics Distance with ``frd-score``.
         frd_max_slices: at most this many non-empty slices per set and modality go to FRD (``None`` = all).
+        real_floor: also compute every corrected metric real-vs-real (validation subjects split into two
+            seeded halves, bootstrap over subject pairs) and the ratio synthetic / real-vs-real.
         batch_size: slices per forward pass of a network extractor.
         workers: processes for the radiomics features.
         threads: torch CPU threads while evaluating (``None`` = torch's default); 1 is fastest for the
@@ -358,6 +360,7 @@ class FidelityConfig(_Section):
     kid_subset_size: int = Field(1000, ge=2)
     frd: bool = True
     frd_max_slices: int | None = Field(None, ge=2)
+    real_floor: bool = True
     batch_size: int = Field(64, ge=1)
     workers: int = Field(1, ge=1)
     threads: int | None = Field(None, ge=1)

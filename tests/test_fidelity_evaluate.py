@@ -120,14 +120,20 @@ def test_evaluate_writes_tables_names_extractors_and_skips_when_done(tmp_path: P
     per_slice = pd.read_csv(paths["per_slice"])
     t1n = per_slice[per_slice["modality"].eq("t1n")]
     assert _one(frame, "t1n", "MS-SSIM 2D", "paper")["value"] == pytest.approx(t1n["ms_ssim"].mean())
-    assert _one(frame, "t1n", "MS-SSIM 2D", "paper")["spread"] == pytest.approx(t1n["ms_ssim"].std(ddof=1))
+    # ... ± np.std over the same slices (ddof 0, as the original printed it)
+    assert _one(frame, "t1n", "MS-SSIM 2D", "paper")["spread"] == pytest.approx(np.std(t1n["ms_ssim"]))
     assert t1n["empty"].any() and not t1n["empty"].all()
 
     table = fidelity_table(results, "radiomics")
-    assert table.shape == (5, 9) and "paper (reported, inception-torchvision)" in table.columns.levels[0]
+    assert table.shape == (5, 15) and "paper (reported, inception-torchvision)" in table.columns.levels[0]
     assert table.iloc[0, 0] == "0.7005 ± 0.2585"
     assert "smoke: corrected (radiomics)" in table.columns.levels[0]
-    assert additional_table(results).shape == (5, 4)
+    assert "smoke: real-vs-real (radiomics)" in table.columns.levels[0]
+    assert "smoke: synthetic / real-vs-real (radiomics)" in table.columns.levels[0]
+    extra = additional_table(results)
+    assert extra.shape == (15, 4)
+    frd_floor = _one(frame, "t2f", "FRD", "real-vs-real", "frd-score v1 (pyradiomics)")
+    assert frd_floor["status"] == "ok" and frd_floor["ratio"] > 0
 
     # a second call with the same config and inputs loads the result instead of recomputing
     stamp = paths["json"].stat().st_mtime_ns
@@ -145,6 +151,70 @@ def test_identical_volumes_score_perfectly(tmp_path: Path) -> None:
         assert _one(frame, modality, "FID", "paper", "radiomics")["spread"] == pytest.approx(0.0, abs=1e-9)
         assert _one(frame, modality, "FID", "corrected", "radiomics")["value"] == pytest.approx(0.0, abs=1e-6)
         assert pd.isna(_one(frame, modality, "PSNR 3D (dB)", "corrected")["value"])  # infinite: JSON null
+        for metric in ("FID", "KID"):  # generated == real: the matched synthetic comparison is the floor
+            row = _one(frame, modality, metric, "real-vs-real", "radiomics")
+            assert row["ratio"] == pytest.approx(1.0, rel=1e-9) and row["value"] != 0
+        msssim = _one(frame, modality, "MS-SSIM 2D", "real-vs-real")
+        assert msssim["synthetic_matched"] == pytest.approx(1.0, abs=1e-5) and msssim["value"] < 0.99
+
+
+@pytest.mark.slow  # four subjects' radiomics features
+def test_real_vs_real_floor_for_every_metric(tmp_path: Path) -> None:
+    make_run(tmp_path, n=4)
+    cfg = _cfg(tmp_path, "fidelity.extractors=[radiomics]")
+    results = evaluate(cfg, progress=False)
+    frame = _rows(results)
+    halves = results["settings"]["real_floor_halves"]
+    assert len(halves[0]) == len(halves[1]) == 2 and not set(halves[0]) & set(halves[1])
+    metrics = [("MS-SSIM 2D", ""), ("MS-SSIM 3D", ""), ("SSIM 3D", ""), ("PSNR 3D (dB)", "")]
+    for modality in (*MODALITIES, "mean"):
+        for metric, extractor in [*metrics, ("FID", "radiomics"), ("KID", "radiomics")]:
+            row = _one(frame, modality, metric, "real-vs-real", extractor)
+            assert row["status"] == "ok" and np.isfinite(row["value"]) and np.isfinite(row["ratio"]), row
+            if modality != "mean":
+                assert row["ci_low"] <= row["value"] <= row["ci_high"]
+                assert row["ratio_ci_low"] <= row["ratio"] <= row["ratio_ci_high"]
+                assert row["ratio"] == pytest.approx(row["synthetic_matched"] / row["value"])
+
+    # the 2D MS-SSIM floor by hand: real a_k vs real b_k, reference's non-empty slices, mean over pairs
+    from gliomagen.cases import load_case
+    from gliomagen.fidelity import metrics as FM
+
+    prepared = tmp_path / "prepared" / "val"
+    values = []
+    for a, b in zip(*halves, strict=True):
+        ra, rb = load_case(prepared / a, with_seg=False), load_case(prepared / b, with_seg=False)
+        sa, sb = FM.axial_slices(ra.image[0], 2), FM.axial_slices(rb.image[0], 2)
+        keep = FM.nonempty_slices(sa)
+        values.append(FM.ms_ssim(sa[keep], sb[keep])[0].mean())
+    assert _one(frame, "t1n", "MS-SSIM 2D", "real-vs-real")["value"] == pytest.approx(
+        np.mean(values), rel=1e-6
+    )
+
+    # the FID floor by hand from the cached features: first half's real slices vs the second half's
+    def feats(ids: list[str], which: str) -> np.ndarray:
+        cache = output_paths(cfg)["json"].parent / "fidelity_features" / "radiomics"
+        out = []
+        for case_id in ids:
+            with np.load(cache / f"{case_id}.npz") as z:
+                out.append(z[f"t2w_{which}"].astype(np.float64))
+        return np.concatenate(out)
+
+    per_slice = pd.read_csv(output_paths(cfg)["per_slice"])
+    t2w = per_slice[per_slice["modality"].eq("t2w")]
+
+    def nonempty(ids: list[str]) -> np.ndarray:
+        return np.concatenate(
+            [~t2w[t2w["id"].eq(i)].sort_values("slice")["empty"].to_numpy(bool) for i in ids]
+        )
+
+    ra, rb, fb = feats(halves[0], "real"), feats(halves[1], "real"), feats(halves[1], "fake")
+    ra, rb, fb = ra[nonempty(halves[0])], rb[nonempty(halves[1])], fb[nonempty(halves[1])]
+    za, zb, _ = FM.standardise_jointly(ra, rb)
+    fid_floor = _one(frame, "t2w", "FID", "real-vs-real", "radiomics")
+    assert fid_floor["value"] == pytest.approx(FM.fid(za, zb), rel=1e-6)
+    za, zf, _ = FM.standardise_jointly(ra, fb)
+    assert fid_floor["synthetic_matched"] == pytest.approx(FM.fid(za, zf), rel=1e-6)
 
 
 def test_bad_and_missing_cases_are_reported_not_fatal(tmp_path: Path) -> None:

@@ -63,6 +63,45 @@ def test_torchvision_inception_loads_local_weights_and_batches(empty_torch_hub: 
     assert np.allclose(one.extract(slices, progress=False), feats, atol=1e-4)
 
 
+@pytest.mark.slow  # builds two 27M-parameter networks: ~3 s on an idle 2-core CPU
+def test_torchvision_inception_has_the_weights_enum_input_transform(tmp_path: Path) -> None:
+    """The paper extractor equals torchvision's inception_v3(weights=IMAGENET1K_V1) network semantics.
+
+    That call sets transform_input=True; here the reference is built with those flags and random weights
+    (no download), fed the original's preprocessing: slice repeated to 3 channels, bilinear to 299, ImageNet
+    mean/SD normalisation.
+    """
+    import torch.nn.functional as F
+    from torchvision.models import inception_v3
+
+    torch.manual_seed(1)
+    reference = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
+    torch.save(reference.state_dict(), tmp_path / FT.TORCHVISION_INCEPTION.filename)
+    reference.fc = torch.nn.Identity()
+    reference.eval()
+    extractor = FT.build_extractor(
+        "inception-torchvision", batch_size=2, device="cpu", weights_dir=str(tmp_path)
+    )
+    slices = np.random.default_rng(5).random((2, 40, 36)).astype(np.float32)
+    ours = extractor.extract(slices, progress=False)
+
+    x = F.interpolate(
+        torch.from_numpy(slices)[:, None].repeat(1, 3, 1, 1),
+        size=(299, 299),
+        mode="bilinear",
+        align_corners=False,
+    )
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = reference((x - mean) / std).numpy()
+        reference.transform_input = False  # the trap: same weights, no input transform
+        trapped = reference((x - mean) / std).numpy()
+    scale = np.linalg.norm(expected)
+    assert np.linalg.norm(ours - expected) / scale < 1e-5
+    assert np.linalg.norm(trapped - expected) / scale > 1e-2  # the transform matters: the test can fail
+
+
 def test_cli_lists_weight_status(empty_torch_hub: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert FT.main(["--list"]) == 0
     out = capsys.readouterr().out

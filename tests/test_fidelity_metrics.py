@@ -81,6 +81,77 @@ def test_kid_subsets_are_seeded() -> None:
     assert len(first) == 10
 
 
+def _original_kid_protocol(x: np.ndarray, y: np.ndarray, subsets: int) -> tuple[float, float]:
+    """The original's KID '±' protocol, written out independently: global-RNG permutations of both sets,
+    consecutive disjoint blocks of min(N, M) // subsets rows, explicit double-sum MMD, mean and np.std."""
+    size = min(len(x), len(y)) // subsets
+    px, py = np.random.permutation(len(x)), np.random.permutation(len(y))
+    vals = [
+        _direct_mmd2(x[px[i * size : (i + 1) * size]], y[py[i * size : (i + 1) * size]])
+        for i in range(subsets)
+    ]
+    return float(np.mean(vals)), float(np.std(vals))
+
+
+def test_paper_kid_is_the_originals_disjoint_subset_protocol() -> None:
+    rng = np.random.default_rng(11)
+    x, y = rng.normal(size=(53, 4)), rng.normal(loc=0.2, size=(47, 4))  # N//10 = 4, leftovers unused
+    np.random.seed(123)
+    mean, sd = _original_kid_protocol(x, y, 10)
+    ours = M.kid_disjoint_subsets(x, y, subsets=10, seed=123)
+    assert len(ours) == 10
+    assert ours.mean() == pytest.approx(mean, rel=1e-10)
+    assert ours.std(ddof=0) == pytest.approx(sd, rel=1e-10)
+    assert ours.std(ddof=1) != pytest.approx(sd, rel=1e-3)  # the old sample SD would not match
+    # disjoint subsets are not the overlapping draws of the corrected protocol
+    assert not np.allclose(ours, M.kid_subsets(x, y, subsets=10, subset_size=4, seed=123))
+    with pytest.raises(ValueError, match="disjoint subsets needs at least 20 rows"):
+        M.kid_disjoint_subsets(x[:15], y, subsets=10, seed=0)
+
+
+def test_mean_sd_paper_mode_is_numpy_std() -> None:
+    values = [0.2, 0.5, 0.9, 0.4]
+    assert M.mean_sd(values, ddof=0) == (pytest.approx(np.mean(values)), pytest.approx(np.std(values)))
+    assert M.mean_sd(values)[1] == pytest.approx(np.std(values, ddof=1))
+    assert M.mean_sd([0.3], ddof=0) == (0.3, 0.0)
+
+
+def test_five_scale_weights_are_pytorch_msssims_unnormalised() -> None:
+    # pytorch_msssim's default weights (weights=None) give bit-identical values to ours passed explicitly
+    rng = np.random.default_rng(12)
+    real = torch.from_numpy(rng.random((2, 1, 176, 176)))
+    fake = (real + 0.3 * torch.from_numpy(rng.standard_normal(real.shape))).clamp(0, 1)
+    default = reference_ms_ssim(fake, real, data_range=1.0, size_average=False)
+    explicit = reference_ms_ssim(
+        fake, real, data_range=1.0, size_average=False, weights=list(M.ms_ssim_weights(5))
+    )
+    assert torch.equal(default, explicit)
+    assert sum(M.ms_ssim_weights(5)) == pytest.approx(1.0001)
+    w = np.asarray(M.MS_SSIM_WEIGHTS)
+    renormalised = reference_ms_ssim(
+        fake, real, data_range=1.0, size_average=False, weights=list(w / w.sum())
+    )
+    assert not torch.allclose(default, renormalised, rtol=0, atol=1e-9)  # the test can tell the two apart
+
+
+def test_ms_ssim_passes_the_unnormalised_weights_to_monai() -> None:
+    from monai.metrics import MultiScaleSSIMMetric
+
+    rng = np.random.default_rng(13)
+    real = rng.random((2, 176, 176)).astype(np.float32)
+    fake = np.clip(real + 0.3 * rng.standard_normal(real.shape), 0, 1).astype(np.float32)
+    ours, scales = M.ms_ssim(real, fake)
+    a, b = torch.from_numpy(fake)[:, None], torch.from_numpy(real)[:, None]
+
+    def monai(weights: tuple[float, ...]) -> np.ndarray:
+        metric = MultiScaleSSIMMetric(2, data_range=1.0, kernel_size=11, weights=weights, reduction="none")
+        return metric(a, b).double().numpy().ravel()
+
+    w = np.asarray(M.MS_SSIM_WEIGHTS)
+    assert scales == 5 and np.array_equal(ours, monai(M.MS_SSIM_WEIGHTS))
+    assert not np.array_equal(ours, monai(tuple(w / w.sum())))
+
+
 def test_ms_ssim_2d_matches_pytorch_msssim_at_five_scales() -> None:
     rng = np.random.default_rng(5)
     real = rng.random((3, 176, 176)).astype(np.float32)
@@ -94,8 +165,9 @@ def test_ms_ssim_2d_matches_pytorch_msssim_at_five_scales() -> None:
         size_average=False,
     )
     assert scales == 5
-    # float32 on both sides, separable (theirs) vs full 2D (MONAI) Gaussian convolution: 5 digits agree
-    assert ours == pytest.approx(ref.double().numpy().ravel(), abs=1e-4)
+    # same formula and weights; float32 on both sides (MONAI casts to float32), separable (theirs) vs full
+    # 2D (MONAI) Gaussian convolution: the values agree to ~1e-5, below the paper's 4 printed decimals
+    assert ours == pytest.approx(ref.double().numpy().ravel(), abs=3e-5)
 
 
 def test_ms_ssim_2d_with_fewer_scales_matches_a_composition_of_pytorch_msssim() -> None:
@@ -113,7 +185,8 @@ def test_ms_ssim_2d_with_fewer_scales_matches_a_composition_of_pytorch_msssim() 
     ssim1, _ = ssim_module._ssim(F.avg_pool2d(x, 2), F.avg_pool2d(y, 2), 1.0, win, size_average=False)
     expected = torch.relu(cs0) ** w[0] * torch.relu(ssim1) ** w[1]
     assert ours == pytest.approx(expected.double().numpy().ravel(), abs=1e-5)
-    assert sum(w) == pytest.approx(1.0)
+    assert sum(w) == pytest.approx(1.0)  # fewer than 5 scales: the first weights renormalised (our rule)
+    assert w == pytest.approx((0.0448 / 0.3304, 0.2856 / 0.3304))
 
 
 def test_empty_slices_score_one_which_is_why_they_are_excluded() -> None:
@@ -186,3 +259,24 @@ def test_mean_sd_uses_the_sample_sd() -> None:
     mean, sd = M.mean_sd([0.7005, 0.7647, 0.6513, 0.7842])  # the paper's MS-SSIM mean row: 0.7252 ± 0.06
     assert mean == pytest.approx(0.7252, abs=1e-4)
     assert sd == pytest.approx(0.06, abs=0.001)
+
+
+def test_floor_bootstrap_is_joint_and_seeded() -> None:
+    rng = np.random.default_rng(14)
+    floor, synth = rng.normal(10, 1, 8), rng.normal(20, 1, 8)
+
+    def stat(idx: np.ndarray) -> tuple[float, float]:
+        return float(floor[idx].mean()), float(synth[idx].mean())
+
+    out = M.bootstrap_floor(stat, 8, 300, seed=1)
+    assert out == M.bootstrap_floor(stat, 8, 300, seed=1)
+    assert out.floor.estimate == pytest.approx(floor.mean()) and out.synthetic.estimate == pytest.approx(
+        synth.mean()
+    )
+    assert out.ratio.estimate == pytest.approx(synth.mean() / floor.mean())
+    assert out.ratio.low < out.ratio.estimate < out.ratio.high and out.ratio.replicates == 300
+    # the same resamples drive all three: replaying the generator reproduces the ratio interval
+    gen = np.random.default_rng(1)
+    reps = [stat(gen.integers(0, 8, 8)) for _ in range(300)]
+    ratios = [s / f for f, s in reps]
+    assert out.ratio.low == pytest.approx(np.quantile(ratios, 0.025))

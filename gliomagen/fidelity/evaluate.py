@@ -23,6 +23,7 @@ import hashlib
 import logging
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,8 @@ from gliomagen.io import provenance, read_json, write_csv, write_json
 
 log = logging.getLogger(__name__)
 
-PAPER_FID_PM = "SD of the paired per-slice feature distances (the paper's FID '±'; not an uncertainty of FID)"
-PAPER_KID_PM = "SD over the KID subsets (the paper's KID '±')"
+PAPER_FID_PM = "np.std (ddof 0) of the paired per-slice feature distances (the paper's FID '±'; not an uncertainty of FID)"
+PAPER_KID_PM = "np.std (ddof 0) over the disjoint KID subsets (the paper's KID '±')"
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -161,21 +162,29 @@ def evaluate_subject(
     fc = cfg.fidelity
     real, fake, axis = load_pair(pair)
     res = SubjectResult(pair.case_id, axis, tuple(real.shape[1:]))
-    for c, modality in enumerate(MODALITIES):
-        rs, fs = M.axial_slices(real[c], axis), M.axial_slices(fake[c], axis)
-        res.ms_ssim_slices[modality] = M.ms_ssim(rs, fs, 2, 1.0, fc.ms_ssim_kernel, fc.ms_ssim_scales)[0]
-        res.nonempty[modality] = M.nonempty_slices(rs, fc.empty_threshold)
-        res.volume_metrics[modality] = {
-            "ms_ssim_3d": float(M.ms_ssim(real[c][None], fake[c][None], 3, 1.0, fc.ms_ssim_kernel)[0][0]),
-            "ssim_3d": M.ssim(real[c], fake[c], 1.0, fc.ms_ssim_kernel),
-            "psnr_db": M.psnr(real[c], fake[c], 1.0),
-        }
-        if fc.frd:
-            sel = _frd_selection(res.nonempty[modality], frd_quota, fc.seed + index)
-            res.frd_slices[modality] = (rs[sel], fs[sel])
+    _structural(cfg, real, fake, axis, res)
+    for c, modality in enumerate(MODALITIES if fc.frd else ()):
+        sel = _frd_selection(res.nonempty[modality], frd_quota, fc.seed + index)
+        res.frd_slices[modality] = (M.axial_slices(real[c], axis)[sel], M.axial_slices(fake[c], axis)[sel])
     for name, extractor in extractors.items():
         res.features[name] = _cached_features(pair, extractor, real, fake, axis, cache_dir)
     return res
+
+
+def _structural(cfg: Config, reference: np.ndarray, other: np.ndarray, axis: int, res: SubjectResult) -> None:
+    """Per-slice 2D MS-SSIM, the reference's non-empty slices and the 3D metrics of every modality."""
+    fc = cfg.fidelity
+    for c, modality in enumerate(MODALITIES):
+        rs, fs = M.axial_slices(reference[c], axis), M.axial_slices(other[c], axis)
+        res.ms_ssim_slices[modality] = M.ms_ssim(rs, fs, 2, 1.0, fc.ms_ssim_kernel, fc.ms_ssim_scales)[0]
+        res.nonempty[modality] = M.nonempty_slices(rs, fc.empty_threshold)
+        res.volume_metrics[modality] = {
+            "ms_ssim_3d": float(
+                M.ms_ssim(reference[c][None], other[c][None], 3, 1.0, fc.ms_ssim_kernel)[0][0]
+            ),
+            "ssim_3d": M.ssim(reference[c], other[c], 1.0, fc.ms_ssim_kernel),
+            "psnr_db": M.psnr(reference[c], other[c], 1.0),
+        }
 
 
 def _cached_features(
@@ -246,12 +255,26 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
+def _kept_slices(cfg: Config, s: SubjectResult, modality: str) -> np.ndarray:
+    """The slices the corrected metrics use: the reference's non-empty ones (or all)."""
+    return s.nonempty[modality] if cfg.fidelity.exclude_empty_slices else np.ones_like(s.nonempty[modality])
+
+
+def _subject_ms_ssim(cfg: Config, subjects: list[SubjectResult], modality: str) -> np.ndarray:
+    """Corrected 2D MS-SSIM per subject: the mean over its kept slices (NaN when none is kept)."""
+    out = []
+    for s in subjects:
+        k = _kept_slices(cfg, s, modality)
+        out.append(s.ms_ssim_slices[modality][k].mean() if k.any() else np.nan)
+    return np.asarray(out, np.float64)
+
+
 def structural_rows(cfg: Config, subjects: list[SubjectResult], modality: str) -> list[dict[str, Any]]:
     """MS-SSIM (paper and corrected), 3D MS-SSIM, SSIM and PSNR rows for one modality."""
     fc = cfg.fidelity
     n = len(subjects)
     all_slices = np.concatenate([s.ms_ssim_slices[modality] for s in subjects])
-    paper_mean, paper_sd = M.mean_sd(all_slices)
+    paper_mean, paper_sd = M.mean_sd(all_slices, ddof=0)  # the original printed np.std (ddof 0)
     rows = [
         _row(
             modality,
@@ -259,22 +282,14 @@ def structural_rows(cfg: Config, subjects: list[SubjectResult], modality: str) -
             "paper",
             value=paper_mean,
             spread=paper_sd,
-            spread_kind="SD over slices",
+            spread_kind="SD over slices (ddof 0)",
             n_subjects=n,
             n_slices=int(all_slices.size),
-            definition="every axial slice (empty ones included), mean ± SD over slices",
+            definition="every axial slice (empty ones included), mean ± np.std over slices",
         )
     ]
-    keep = [
-        s.nonempty[modality] if fc.exclude_empty_slices else np.ones_like(s.nonempty[modality])
-        for s in subjects
-    ]
-    per_subject = np.asarray(
-        [
-            s.ms_ssim_slices[modality][k].mean() if k.any() else np.nan
-            for s, k in zip(subjects, keep, strict=True)
-        ]
-    )
+    keep = [_kept_slices(cfg, s, modality) for s in subjects]
+    per_subject = _subject_ms_ssim(cfg, subjects, modality)
     boot = M.bootstrap_subjects(
         lambda idx: float(_nanmean(per_subject[idx])),
         n,
@@ -365,9 +380,6 @@ def feature_rows(
         common = {"n_subjects": n, "n_slices": int(len(real))}
         if variant == "paper":
             dists = M.paired_feature_distances(real, fake)
-            kid_values = M.kid_subsets(
-                real, fake, fc.kid_subsets, size, _seed(cfg, modality, name, "kid"), device
-            )
             rows.append(
                 _row(
                     modality,
@@ -375,25 +387,13 @@ def feature_rows(
                     variant,
                     name,
                     value=M.fid(real, fake, device),
-                    spread=float(dists.std(ddof=1)),
+                    spread=float(dists.std(ddof=0)),
                     spread_kind=PAPER_FID_PM,
                     definition=f"every axial slice pooled{note}",
                     **common,
                 )
             )
-            rows.append(
-                _row(
-                    modality,
-                    "KID",
-                    variant,
-                    name,
-                    value=float(kid_values.mean()),
-                    spread=float(kid_values.std(ddof=1)) if len(kid_values) > 1 else 0.0,
-                    spread_kind=PAPER_KID_PM,
-                    definition=f"every axial slice; {fc.kid_subsets} seeded subsets of {size}{note}",
-                    **common,
-                )
-            )
+            rows.append(_paper_kid_row(cfg, modality, name, real, fake, device, note, common))
             continue
         groups = _by_subjects(owner, n)
 
@@ -434,6 +434,40 @@ def feature_rows(
     return rows
 
 
+def _paper_kid_row(
+    cfg: Config,
+    modality: str,
+    name: str,
+    real: np.ndarray,
+    fake: np.ndarray,
+    device: str,
+    note: str,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """The original's KID: disjoint subsets of a seeded permutation, mean ± np.std (ddof 0)."""
+    fc = cfg.fidelity
+    size = min(len(real), len(fake)) // fc.kid_subsets
+    definition = (
+        f"every axial slice; one seeded permutation cut into {fc.kid_subsets} disjoint subsets of "
+        f"N//{fc.kid_subsets} = {size}; mean ± np.std over subsets{note}"
+    )
+    try:
+        values = M.kid_disjoint_subsets(real, fake, fc.kid_subsets, _seed(cfg, modality, name, "kid"), device)
+    except ValueError as exc:  # too few slices for the subsets (tiny runs)
+        return _row(modality, "KID", "paper", name, status=f"failed: {exc}", definition=definition, **common)
+    return _row(
+        modality,
+        "KID",
+        "paper",
+        name,
+        value=float(values.mean()),
+        spread=float(values.std(ddof=0)),
+        spread_kind=PAPER_KID_PM,
+        definition=definition,
+        **common,
+    )
+
+
 def frd_row(cfg: Config, subjects: list[SubjectResult], modality: str) -> dict[str, Any]:
     """The Fréchet Radiomics Distance row of one modality (frd-score v1, real slices as reference)."""
     from gliomagen.fidelity.frd import frechet_radiomics_distance
@@ -460,14 +494,277 @@ def frd_row(cfg: Config, subjects: list[SubjectResult], modality: str) -> dict[s
     )
 
 
+# ------------------------------------------------------------------------------------ real-vs-real floor
+FLOOR = "real-vs-real"
+FLOOR_RATIO_NOTE = {
+    "FRD": "ratio of the squared distances d^2 (FRD is log d^2)",
+}
+
+
+def split_halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Two disjoint halves of ``n`` subjects after a seeded shuffle; pair ``k`` is ``(a[k], b[k])``.
+
+    With an odd ``n`` one subject sits out (it has no partner).
+    """
+    perm = np.random.default_rng(seed).permutation(n)
+    half = n // 2
+    return perm[:half], perm[half : 2 * half]
+
+
+def evaluate_floor_pair(cfg: Config, reference: Pair, other: Pair) -> SubjectResult:
+    """The structural metrics of two *real* subjects: ``reference``'s real volume vs ``other``'s.
+
+    Raises:
+        ValueError: the two real volumes are on different grids (real-vs-real needs one grid).
+    """
+    a, b = load_case(reference.real_dir, with_seg=False), load_case(other.real_dir, with_seg=False)
+    if a.image.shape != b.image.shape:
+        raise ValueError(
+            f"{other.real_dir}: shape {a.image.shape[1:]} differs from {reference.real_dir}'s "
+            f"{b.image.shape[1:]}; real-vs-real needs one grid"
+        )
+    axis = M.axial_axis(a.affine)
+    res = SubjectResult(f"{reference.case_id}|{other.case_id}", axis, tuple(a.image.shape[1:]))
+    _structural(cfg, np.clip(a.image, 0, 1), np.clip(b.image, 0, 1), axis, res)
+    return res
+
+
+def _floor_row(
+    modality: str,
+    metric: str,
+    extractor: str,
+    boot: M.FloorBootstrap,
+    n_pairs: int,
+    definition: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    row = _row(
+        modality,
+        metric,
+        FLOOR,
+        extractor,
+        value=boot.floor.estimate,
+        spread=boot.floor.se if boot.floor.replicates else None,
+        spread_kind="bootstrap SE over subject pairs",
+        n_subjects=2 * n_pairs,
+        n_pairs=n_pairs,
+        synthetic_matched=boot.synthetic.estimate,
+        ratio=boot.ratio.estimate,
+        definition=definition,
+        **extra,
+    )
+    if boot.floor.replicates:
+        row.update(ci_low=boot.floor.low, ci_high=boot.floor.high)
+    if boot.synthetic.replicates:
+        row.update(synthetic_matched_ci_low=boot.synthetic.low, synthetic_matched_ci_high=boot.synthetic.high)
+    if boot.ratio.replicates:
+        row.update(ratio_ci_low=boot.ratio.low, ratio_ci_high=boot.ratio.high)
+    return row
+
+
+_FLOOR_WHY = (
+    "real subjects of one seeded half vs those of the other (pair k: subject a_k vs b_k); synthetic_matched "
+    "replaces the second half's real volumes by their generated counterparts; ratio = synthetic_matched / "
+    "real-vs-real; CIs from resampling subject pairs jointly"
+)
+
+
+def floor_structural_rows(
+    cfg: Config,
+    subjects: list[SubjectResult],
+    floor_pairs: list[SubjectResult],
+    halves: tuple[np.ndarray, np.ndarray],
+    modality: str,
+) -> list[dict[str, Any]]:
+    """Real-vs-real 2D MS-SSIM and 3D metrics of one modality, with the synthetic values of the same subjects.
+
+    A pair's real-vs-real value compares ``a_k``'s real volume with ``b_k``'s; its synthetic value is the
+    mean of the two subjects' own synthetic-vs-real values (the paired metrics need no matched design).
+    """
+    fc = cfg.fidelity
+    a, b = halves
+    n_pairs = len(floor_pairs)
+    rows = []
+    synthetic = _subject_ms_ssim(cfg, subjects, modality)
+    floor = _subject_ms_ssim(cfg, floor_pairs, modality)  # slices kept: non-empty in the reference a_k
+    matched = np.asarray([_nanmean(synthetic[[i, j]]) for i, j in zip(a, b, strict=True)])
+    values = {"MS-SSIM 2D": (floor, matched)}
+    for key, metric in (("ms_ssim_3d", "MS-SSIM 3D"), ("ssim_3d", "SSIM 3D"), ("psnr_db", "PSNR 3D (dB)")):
+        per = np.asarray([s.volume_metrics[modality][key] for s in subjects], np.float64)
+        per = np.where(np.isfinite(per), per, np.nan)
+        fl = np.asarray([p.volume_metrics[modality][key] for p in floor_pairs], np.float64)
+        values[metric] = (
+            np.where(np.isfinite(fl), fl, np.nan),
+            np.asarray([_nanmean(per[[i, j]]) for i, j in zip(a, b, strict=True)]),
+        )
+    for metric, (fl, syn) in values.items():
+        boot = M.bootstrap_floor(
+            lambda idx, fl=fl, syn=syn: (_nanmean(fl[idx]), _nanmean(syn[idx])),
+            n_pairs,
+            fc.bootstrap,
+            _seed(cfg, modality, metric, FLOOR),
+            fc.confidence,
+        )
+        what = "non-empty axial slices of the reference" if metric == "MS-SSIM 2D" else "whole volume"
+        rows.append(_floor_row(modality, metric, "", boot, n_pairs, f"{what}; {_FLOOR_WHY}"))
+    return rows
+
+
+def floor_feature_rows(
+    cfg: Config,
+    subjects: list[SubjectResult],
+    halves: tuple[np.ndarray, np.ndarray],
+    modality: str,
+    extractor: FeatureExtractor,
+) -> list[dict[str, Any]]:
+    """Real-vs-real FID and KID of one extractor and modality (corrected definitions), and the matched
+    synthetic value: first half's real slices vs the second half's generated slices."""
+    fc = cfg.fidelity
+    device = str(resolve_device(fc.device))
+    name = extractor.name
+    a, b = halves
+    masks = [_kept_slices(cfg, s, modality) for s in subjects]
+    real_a, _, owner_a = _gather([subjects[i] for i in a], name, modality, [masks[i] for i in a])
+    real_b, fake_b, owner_b = _gather([subjects[i] for i in b], name, modality, [masks[i] for i in b])
+    note = ""
+    ref_floor, ref_syn = real_a, real_a
+    if extractor.standardise:  # each comparison z-scored with its own pooled statistics, as in feature_rows
+        ref_floor, real_b, _ = M.standardise_jointly(real_a, real_b)
+        ref_syn, fake_b, kept = M.standardise_jointly(real_a, fake_b)
+        note = f"; features z-scored with the pooled statistics of each comparison ({kept} kept)"
+    groups_a, groups_b = _by_subjects(owner_a, len(a)), _by_subjects(owner_b, len(b))
+    size = min(fc.kid_subset_size, len(real_a), len(real_b))
+    kid_seed = _seed(cfg, modality, name, "kid", FLOOR)
+
+    def take(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _resampled(groups_a, idx), _resampled(groups_b, idx)
+
+    def fid_stat(idx: np.ndarray) -> tuple[float, float]:
+        ia, ib = take(idx)
+        if len(ia) < 2 or len(ib) < 2:
+            return float("nan"), float("nan")
+        return M.fid(ref_floor[ia], real_b[ib], device), M.fid(ref_syn[ia], fake_b[ib], device)
+
+    def kid_stat(idx: np.ndarray) -> tuple[float, float]:
+        ia, ib = take(idx)
+        if len(ia) < 2 or len(ib) < 2:
+            return float("nan"), float("nan")
+        return (
+            float(M.kid_subsets(ref_floor[ia], real_b[ib], fc.kid_subsets, size, kid_seed, device).mean()),
+            float(M.kid_subsets(ref_syn[ia], fake_b[ib], fc.kid_subsets, size, kid_seed, device).mean()),
+        )
+
+    what = "non-empty axial slices" if fc.exclude_empty_slices else "every axial slice"
+    rows = []
+    for metric, stat in (("FID", fid_stat), ("KID", kid_stat)):
+        boot = M.bootstrap_floor(
+            stat, len(a), fc.bootstrap, _seed(cfg, modality, name, metric, FLOOR), fc.confidence
+        )
+        extra = f"; {fc.kid_subsets} seeded subsets of {size}" if metric == "KID" else ""
+        rows.append(
+            _floor_row(
+                modality,
+                metric,
+                name,
+                boot,
+                len(a),
+                f"{what}{extra}; {_FLOOR_WHY}{note}",
+                n_slices=len(real_a),
+            )
+        )
+    return rows
+
+
+def floor_frd_row(
+    cfg: Config, subjects: list[SubjectResult], halves: tuple[np.ndarray, np.ndarray], modality: str
+) -> dict[str, Any]:
+    """Real-vs-real FRD of one modality (the FRD slices of the first half vs the second half's real and
+    generated ones). One value each, no interval: frd-score extracts features per call."""
+    from gliomagen.fidelity.frd import frechet_radiomics_distance
+
+    a, b = halves
+    real_a = np.concatenate([subjects[i].frd_slices[modality][0] for i in a])
+    real_b = np.concatenate([subjects[i].frd_slices[modality][0] for i in b])
+    fake_b = np.concatenate([subjects[i].frd_slices[modality][1] for i in b])
+    floor = frechet_radiomics_distance(real_a, real_b, workers=cfg.fidelity.workers)
+    synthetic = frechet_radiomics_distance(real_a, fake_b, workers=cfg.fidelity.workers)
+    return _row(
+        modality,
+        "FRD",
+        FLOOR,
+        "frd-score v1 (pyradiomics)",
+        value=floor.frd,
+        n_subjects=2 * len(a),
+        n_pairs=len(a),
+        n_slices=floor.n_real,
+        frd_d2=floor.d2,
+        synthetic_matched=synthetic.frd,
+        ratio=M._ratio(synthetic.d2, floor.d2),
+        definition=f"FRD v1 of the FRD slices; {_FLOOR_WHY.split('; CIs')[0]}; {FLOOR_RATIO_NOTE['FRD']}; "
+        "no interval (frd-score extracts its features anew for every call)",
+    )
+
+
+def floor_rows(
+    cfg: Config,
+    subjects: list[SubjectResult],
+    pairs: list[Pair],
+    extractors: dict[str, FeatureExtractor],
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Every real-vs-real row (all modalities, metrics and extractors), or one status row per metric."""
+    fc = cfg.fidelity
+    by_id = {p.case_id: p for p in pairs}
+    halves = split_halves(len(subjects), _seed(cfg, FLOOR, "halves"))
+    metrics = [("MS-SSIM 2D", ""), ("MS-SSIM 3D", ""), ("SSIM 3D", ""), ("PSNR 3D (dB)", "")]
+    metrics += [(m, e) for e in extractors for m in ("FID", "KID")]
+    if len(halves[0]) == 0:
+        state = "not available: needs at least 2 evaluated validation subjects"
+        return [_row(mod, m, FLOOR, e, status=state) for mod in MODALITIES for m, e in metrics]
+    try:
+        floor_pairs = [
+            evaluate_floor_pair(cfg, by_id[subjects[i].case_id], by_id[subjects[j].case_id])
+            for i, j in tqdm(
+                list(zip(*halves, strict=True)),
+                desc="real-vs-real",
+                unit="pair",
+                disable=not progress,
+                leave=False,
+            )
+        ]
+    except (ValueError, OSError) as exc:
+        log.error("real-vs-real floor not computed: %s", exc)
+        return [_row(mod, m, FLOOR, e, status=f"failed: {exc}") for mod in MODALITIES for m, e in metrics]
+    rows: list[dict[str, Any]] = []
+    for modality in MODALITIES:
+        rows += floor_structural_rows(cfg, subjects, floor_pairs, halves, modality)
+        for extractor in extractors.values():
+            rows += floor_feature_rows(cfg, subjects, halves, modality, extractor)
+        if fc.frd:
+            rows.append(_guarded(lambda m=modality: floor_frd_row(cfg, subjects, halves, m), modality, FLOOR))
+    return rows
+
+
 def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The paper's "mean" row: mean over modalities ± SD over modalities, per metric/variant/extractor."""
+    """The paper's "mean" row: mean over modalities ± SD over modalities, per metric/variant/extractor;
+    real-vs-real rows also average the matched synthetic value and the ratio over the modalities.
+
+    The SD has ddof 1. The paper's printed mean rows follow no single rule (from its own modality rows:
+    MS-SSIM ± 0.06 is the ddof-1 SD 0.061, KID ± 0.003 the ddof-0 SD 0.0032, FID ± 6.5 neither 7.28 nor
+    6.30), so no choice reproduces all three; docs/metrics.md says so.
+    """
     frame = pd.DataFrame(rows)
     out = []
     for (metric, variant, extractor), group in frame.groupby(["metric", "variant", "extractor"], sort=False):
         values = pd.to_numeric(group["value"], errors="coerce").to_numpy(dtype=float)
         ok = group["status"].eq("ok").all() and np.isfinite(values).all() and len(values) == len(MODALITIES)
         mean, sd = M.mean_sd(values) if ok else (None, None)
+        extra = {}
+        if variant == FLOOR:
+            for key in ("synthetic_matched", "ratio"):
+                col = pd.to_numeric(group.get(key, pd.Series(dtype=float)), errors="coerce").to_numpy(float)
+                fine = ok and col.size == len(MODALITIES) and np.isfinite(col).all()
+                extra[key] = float(col.mean()) if fine else None
         out.append(
             _row(
                 "mean",
@@ -480,6 +777,7 @@ def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 n_subjects=group["n_subjects"].iloc[0],
                 status=group["status"].iloc[0],
                 definition="mean over the four modalities ± SD over modalities (the paper's mean row)",
+                **extra,
             )
         )
     return out
@@ -515,12 +813,12 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def _unavailable_rows(name: str, state: str) -> list[dict[str, Any]]:
+def _unavailable_rows(name: str, state: str, floor: bool = True) -> list[dict[str, Any]]:
     return [
         _row(m, metric, variant, name, status=state)
         for m in MODALITIES
         for metric in ("FID", "KID")
-        for variant in ("paper", "corrected")
+        for variant in ("paper", "corrected", *((FLOOR,) if floor else ()))
     ]
 
 
@@ -610,7 +908,7 @@ def _evaluate(cfg: Config, force: bool, progress: bool) -> dict[str, Any]:
             skipped.append({"id": pair.case_id, "reason": str(exc)})
     if not subjects:
         raise RuntimeError(f"no validation pair could be evaluated; problems: {skipped}")
-    rows = _aggregate(cfg, subjects, extractors, extractor_status, progress)
+    rows = _aggregate(cfg, subjects, pairs, extractors, extractor_status, progress)
     per_subject, per_slice = _subject_tables(subjects)
     results = _clean(
         {
@@ -631,6 +929,7 @@ def _evaluate(cfg: Config, force: bool, progress: bool) -> dict[str, Any]:
 def _aggregate(
     cfg: Config,
     subjects: list[SubjectResult],
+    pairs: list[Pair],
     extractors: dict[str, FeatureExtractor],
     extractor_status: dict[str, dict[str, str]],
     progress: bool,
@@ -641,25 +940,26 @@ def _aggregate(
         for extractor in extractors.values():
             rows += feature_rows(cfg, subjects, modality, extractor)
         if cfg.fidelity.frd:
-            rows.append(_guarded_frd(cfg, subjects, modality))
+            rows.append(_guarded(lambda m=modality: frd_row(cfg, subjects, m), modality, "corrected"))
+    if cfg.fidelity.real_floor:
+        rows += floor_rows(cfg, subjects, pairs, extractors, progress)
     for name, state in extractor_status.items():
         if state["status"] != "ok":
-            rows += _unavailable_rows(name, state["status"])
+            rows += _unavailable_rows(name, state["status"], cfg.fidelity.real_floor)
     return rows + mean_rows(rows)
 
 
-def _guarded_frd(cfg: Config, subjects: list[SubjectResult], modality: str) -> dict[str, Any]:
+def _guarded(compute: Callable[[], dict[str, Any]], modality: str, variant: str) -> dict[str, Any]:
+    """An FRD row, or a status row when frd-score is missing or fails (the other metrics go on)."""
     from gliomagen.fidelity.frd import FRDUnavailable
 
     try:
-        return frd_row(cfg, subjects, modality)
+        return compute()
     except FRDUnavailable as exc:
-        return _row(
-            modality, "FRD", "corrected", "frd-score v1 (pyradiomics)", status=f"not available: {exc}"
-        )
+        return _row(modality, "FRD", variant, "frd-score v1 (pyradiomics)", status=f"not available: {exc}")
     except (ValueError, RuntimeError) as exc:
-        log.error("FRD failed for %s: %s", modality, exc)
-        return _row(modality, "FRD", "corrected", "frd-score v1 (pyradiomics)", status=f"failed: {exc}")
+        log.error("FRD (%s) failed for %s: %s", variant, modality, exc)
+        return _row(modality, "FRD", variant, "frd-score v1 (pyradiomics)", status=f"failed: {exc}")
 
 
 def _settings(cfg: Config, subjects: list[SubjectResult]) -> dict[str, Any]:
@@ -683,6 +983,13 @@ def _settings(cfg: Config, subjects: list[SubjectResult]) -> dict[str, Any]:
         "kid_subsets": fc.kid_subsets,
         "kid_subset_size": fc.kid_subset_size,
         "frd_max_slices": fc.frd_max_slices,
+        "real_floor": fc.real_floor,
+        "real_floor_halves": [
+            [subjects[i].case_id for i in half]
+            for half in split_halves(len(subjects), _seed(cfg, FLOOR, "halves"))
+        ]
+        if fc.real_floor
+        else None,
         "seed": fc.seed,
     }
 

@@ -3,10 +3,14 @@
 Extractors (``REGISTRY``):
 
 - ``inception-torchvision``: the paper's network, torchvision's ImageNet InceptionV3; each slice is
-  repeated to 3 channels, resized to 299x299 (bilinear), normalised with the ImageNet mean/SD of the
-  weights' own transform, and the 2048-d average-pool features are returned.
+  repeated to 3 channels, resized to 299x299 (bilinear), normalised with the ImageNet mean/SD, and the
+  2048-d average-pool features are returned. The network is built with ``transform_input=True``, as
+  ``inception_v3(weights=IMAGENET1K_V1)`` (the original's call) builds it: that first layer maps the
+  ImageNet-normalised input back to ``(x - 0.5) / 0.5``, the scaling the Google weights were trained with.
+  Without it the same weights see differently scaled input and give other features.
 - ``inception-fid``: torch-fidelity's port of the TensorFlow FID Inception (the standard FID network);
-  slices become 8-bit RGB as that network expects, 2048-d pool features.
+  slices become 8-bit RGB as that network expects, 2048-d pool features. Its input scaling
+  ``(x - 128) / 128`` is fixed inside the network (no ``transform_input`` switch to get wrong).
 - ``radiomics``: pyradiomics texture and first-order features of each slice on absolute intensities
   (no download needed). The features have very different scales, so the evaluation z-scores them with
   the pooled statistics of both sets before FID/KID (``standardise = True``), as FRD v0 does.
@@ -143,8 +147,9 @@ class _TorchExtractor(FeatureExtractor):
 class TorchvisionInception(_TorchExtractor):
     name = "inception-torchvision"
     description = (
-        "torchvision ImageNet InceptionV3 (IMAGENET1K_V1), slice repeated to 3 channels, 299x299 bilinear, "
-        "ImageNet normalisation, 2048-d average-pool features (the paper's extractor)"
+        "torchvision ImageNet InceptionV3 (IMAGENET1K_V1, transform_input=True as its weights enum sets it), "
+        "slice repeated to 3 channels, 299x299 bilinear, ImageNet normalisation (which transform_input maps to "
+        "2x-1), 2048-d average-pool features (the paper's extractor)"
     )
     MEAN = (0.485, 0.456, 0.406)
     STD = (0.229, 0.224, 0.225)
@@ -155,7 +160,9 @@ class TorchvisionInception(_TorchExtractor):
         self.identity = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
         from torchvision.models import inception_v3
 
-        net = inception_v3(weights=None, aux_logits=True, init_weights=False)
+        # torchvision's inception_v3(weights=IMAGENET1K_V1), which the original called, switches on
+        # transform_input; building with weights=None and loading the file afterwards would leave it off
+        net = inception_v3(weights=None, aux_logits=True, transform_input=True, init_weights=False)
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         net.fc = torch.nn.Identity()  # the 2048-d pool output instead of the 1000 class logits
         self.net = net.eval().to(self.device)

@@ -10,6 +10,8 @@ independent reference (scipy ``sqrtm``, the closed form for Gaussians, a direct 
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,8 @@ import nibabel as nib
 import numpy as np
 import torch
 from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
+
+log = logging.getLogger(__name__)
 
 #: The standard MS-SSIM scale weights (Wang et al. 2003), finest scale first.
 MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
@@ -66,11 +70,27 @@ def ms_ssim_scales_that_fit(shape: Sequence[int], kernel_size: int, max_scales: 
 
 
 def ms_ssim_weights(scales: int) -> tuple[float, ...]:
-    """The first ``scales`` standard weights, renormalised to sum to one (all 5 = the standard set)."""
+    """MS-SSIM scale weights for ``scales`` scales.
+
+    All 5 scales: the standard weights exactly as published and as ``pytorch_msssim`` (the original's
+    library) uses them, i.e. *not* renormalised although they sum to 1.0001. Fewer scales (images too small
+    for 5): the first ``scales`` weights renormalised to sum to one, so that the value stays in [0, 1] and
+    comparable across sizes; this is our choice (the original never had fewer than 5) and is logged.
+    """
     if not 1 <= scales <= len(MS_SSIM_WEIGHTS):
         raise ValueError(f"scales must be 1..{len(MS_SSIM_WEIGHTS)}, got {scales}")
+    if scales == len(MS_SSIM_WEIGHTS):
+        return MS_SSIM_WEIGHTS
+    return _renormalised_weights(scales)
+
+
+@functools.cache
+def _renormalised_weights(scales: int) -> tuple[float, ...]:
     w = np.asarray(MS_SSIM_WEIGHTS[:scales])
-    return tuple(float(x) for x in w / w.sum())
+    out = tuple(float(x) for x in w / w.sum())
+    # cached: logged once per process and scale count, not once per subject
+    log.info("MS-SSIM with %d of 5 scales: first %d standard weights renormalised to %s", scales, scales, out)
+    return out
 
 
 def _as_batch(x: np.ndarray, spatial_dims: int) -> torch.Tensor:
@@ -226,6 +246,41 @@ def kid_subsets(
     return np.asarray(values, dtype=np.float64)
 
 
+def kid_disjoint_subsets(
+    real: np.ndarray | torch.Tensor,
+    fake: np.ndarray | torch.Tensor,
+    subsets: int,
+    seed: int,
+    device: str = "cpu",
+) -> np.ndarray:
+    """KID of ``subsets`` disjoint subsets: the original's protocol (paper mode).
+
+    One permutation of the real rows and one of the generated rows (drawn in this order from
+    ``np.random.RandomState(seed)``, so the same seed gives what ``np.random.seed(seed)`` gave the
+    original), each cut into ``subsets`` consecutive blocks of ``min(N, M) // subsets`` rows; block ``i``
+    of the real rows against block ``i`` of the generated rows. Leftover rows are unused. The same cubic
+    kernel ``(x.y / D + 1)^3`` and unbiased MMD^2 as :func:`mmd2_unbiased`.
+
+    Returns:
+        float64 array of the per-subset values; the original reported their mean and ``np.std`` (ddof 0).
+    """
+    x, y = _tensor(real, device), _tensor(fake, device)
+    size = min(len(x), len(y)) // subsets
+    if size < 2:
+        raise ValueError(
+            f"KID with {subsets} disjoint subsets needs at least {2 * subsets} rows per set, "
+            f"got {len(x)} and {len(y)}"
+        )
+    rng = np.random.RandomState(seed)
+    px, py = rng.permutation(len(x)), rng.permutation(len(y))
+    values = []
+    for i in range(subsets):
+        ix = torch.as_tensor(px[i * size : (i + 1) * size], device=x.device)
+        iy = torch.as_tensor(py[i * size : (i + 1) * size], device=y.device)
+        values.append(mmd2_unbiased(x[ix], y[iy]))
+    return np.asarray(values, dtype=np.float64)
+
+
 def paired_feature_distances(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
     """Euclidean distance between the features of each real slice and its generated counterpart.
 
@@ -261,13 +316,19 @@ def standardise_jointly(real: np.ndarray, fake: np.ndarray) -> tuple[np.ndarray,
 
 
 # -------------------------------------------------------------------------------------------- summary
-def mean_sd(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """Mean and sample SD (ddof=1; 0 for a single value) of the finite entries."""
+def mean_sd(values: Sequence[float] | np.ndarray, ddof: int = 1) -> tuple[float, float]:
+    """Mean and SD of the finite entries (0 for a single value).
+
+    Args:
+        values: numbers; NaN/inf entries are ignored.
+        ddof: 1 = sample SD (corrected mode); 0 = ``np.std``'s default, what the original printed after
+            its "±" (paper mode).
+    """
     v = np.asarray(values, dtype=np.float64)
     v = v[np.isfinite(v)]
     if v.size == 0:
         return float("nan"), float("nan")
-    return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return float(v.mean()), float(v.std(ddof=ddof)) if v.size > ddof else 0.0
 
 
 @dataclass(frozen=True)
@@ -314,6 +375,10 @@ def bootstrap_subjects(
     estimate = float(statistic(np.arange(n_subjects)))
     rng = np.random.default_rng(seed)
     reps = np.asarray([statistic(rng.integers(0, n_subjects, n_subjects)) for _ in range(n_boot)], float)
+    return _summarise(estimate, reps, confidence)
+
+
+def _summarise(estimate: float, reps: np.ndarray, confidence: float) -> Bootstrap:
     reps = reps[np.isfinite(reps)]
     if reps.size == 0:
         return Bootstrap(estimate, float("nan"), float("nan"), float("nan"), 0, confidence)
@@ -321,3 +386,53 @@ def bootstrap_subjects(
     low, high = np.quantile(reps, [alpha, 1 - alpha])
     se = float(reps.std(ddof=1)) if reps.size > 1 else 0.0
     return Bootstrap(estimate, float(low), float(high), se, int(reps.size), confidence)
+
+
+@dataclass(frozen=True)
+class FloorBootstrap:
+    """A real-vs-real floor, the synthetic-vs-real value on the same subjects, and their ratio.
+
+    Args:
+        floor: the metric between two disjoint sets of real subjects.
+        synthetic: the metric with one real set replaced by its generated counterpart.
+        ratio: ``synthetic / floor``, bootstrapped jointly (same resamples).
+    """
+
+    floor: Bootstrap
+    synthetic: Bootstrap
+    ratio: Bootstrap
+
+
+def _ratio(synthetic: float, floor: float) -> float:
+    return synthetic / floor if floor != 0 and np.isfinite(floor) and np.isfinite(synthetic) else float("nan")
+
+
+def bootstrap_floor(
+    statistic: Callable[[np.ndarray], tuple[float, float]],
+    n_units: int,
+    n_boot: int,
+    seed: int,
+    confidence: float = 0.95,
+) -> FloorBootstrap:
+    """Joint percentile bootstrap of a (real-vs-real, synthetic-vs-real) pair of values and their ratio.
+
+    Args:
+        statistic: maps resampled unit indices (pairs of subjects, with repeats) to
+            ``(floor value, synthetic value)`` computed on the same subjects.
+        n_units: number of units (subject pairs).
+        n_boot: resamples (0 = estimates only).
+        seed: seed of the resampling.
+        confidence: interval level.
+    """
+    if n_units < 1:
+        raise ValueError("bootstrap needs at least one unit")
+    floor, synthetic = statistic(np.arange(n_units))
+    rng = np.random.default_rng(seed)
+    reps = np.asarray([statistic(rng.integers(0, n_units, n_units)) for _ in range(n_boot)], float)
+    reps = reps.reshape(-1, 2)
+    ratios = np.asarray([_ratio(s, f) for f, s in reps], float)
+    return FloorBootstrap(
+        _summarise(float(floor), reps[:, 0], confidence),
+        _summarise(float(synthetic), reps[:, 1], confidence),
+        _summarise(_ratio(float(synthetic), float(floor)), ratios, confidence),
+    )

@@ -15,14 +15,22 @@
 # How close are the generated validation volumes to the real ones they were generated from (same mask)?
 # Per modality, on every validation pair:
 #
-# * **MS-SSIM** — the paper's definition (2D, every axial slice, window 11, data range 1, mean ± SD over
-#   slices) and a corrected one (empty slices excluded, mean over subjects with a 95% interval from
-#   resampling *subjects*), plus 3D MS-SSIM, SSIM and PSNR per subject.
-# * **FID and KID** on slice features, once per feature extractor. *Paper definition*: every slice pooled; its
-#   FID "±" is the SD of the paired per-slice feature distances and its KID "±" the SD over the 10 subsets
-#   — spreads, **not** uncertainties of FID/KID. *Corrected*: empty slices excluded, 95% interval from
-#   resampling subjects (slices of one subject are not independent), seeded KID subsets.
+# * **MS-SSIM** — the paper's definition (2D, every axial slice, window 11, data range 1, the standard 5 scale
+#   weights as `pytorch_msssim` uses them, mean ± `np.std` over slices) and a corrected one (empty slices
+#   excluded, mean over subjects with a 95% interval from resampling *subjects*), plus 3D MS-SSIM, SSIM and
+#   PSNR per subject.
+# * **FID and KID** on slice features, once per feature extractor. *Paper definition*, as the original
+#   computed it: every slice pooled; its FID "±" is `np.std` of the paired per-slice feature distances and
+#   its KID "±" `np.std` over 10 *disjoint* subsets of one seeded permutation — spreads, **not**
+#   uncertainties of FID/KID. *Corrected*: empty slices excluded, 95% interval from resampling subjects
+#   (slices of one subject are not independent), 10 seeded subsets of up to 1000 slices.
 # * **FRD**, the Fréchet Radiomics Distance (`frd-score`), which needs no downloaded network weights.
+# * **Real-vs-real floor** for every corrected metric: the validation subjects split into two seeded halves,
+#   real against real. A synthetic set cannot be told apart from real data by a metric once it scores near
+#   this floor. The ratio *synthetic / real-vs-real* compares the same subjects (second half's generated
+#   volumes in place of their real ones), with an interval from resampling subject pairs.
+#
+# Every definition and why paper and corrected modes differ: `docs/metrics.md`.
 #
 # Extractors: `inception-torchvision` is the paper's; `inception-fid` the standard FID network;
 # `radiomics` (pyradiomics texture features) needs no download. Offline (the smoke profile on CPU) the
@@ -70,8 +78,11 @@ pd.Series(settings)
 # %% [markdown]
 # ## The fidelity table in the paper's layout (Fig. 11)
 # One table per extractor that produced numbers. The paper's column is what it reported (48 BraTS scans,
-# torchvision Inception); ours are labelled with the profile and extractor. Corrected cells read
-# `estimate [95% CI]`; the *mean* row is mean ± SD over the four modalities, as in the paper.
+# torchvision Inception); ours are labelled with the profile and extractor. Corrected, real-vs-real and ratio
+# cells read `estimate [95% CI]`; the *mean* row is mean ± SD over the four modalities, as in the paper (the
+# ratio's mean row: the mean of the four ratios). For MS-SSIM a ratio above 1 means a generated volume is
+# closer to its own real volume than two real subjects are to each other; for FID/KID a ratio near 1 means
+# the metric cannot tell the generated set from real data at this sample size.
 
 # %%
 available = [name for name, state in results["extractors"].items() if state["status"] == "ok"]
@@ -83,6 +94,8 @@ for name in sorted(set(results["extractors"]) - set(available)):
 
 # %% [markdown]
 # ## What the paper did not report: 3D structure and the Fréchet Radiomics Distance
+# Each metric beside its real-vs-real floor and the ratio (for FRD, which is a log, the ratio of the squared
+# distances; FRD has no interval because `frd-score` extracts its features anew for each comparison).
 
 # %%
 additional_table(results)

@@ -72,7 +72,9 @@ class OriginalUNet:
     def _attention(self, x: Tensor, key: str) -> Tensor:
         b, c, *spatial = x.shape
         flat = x.reshape(b, c, -1)
-        qkv = F.conv1d(self._norm(flat, f"{key}.norm"), self._w(f"{key}.qkv.weight"), self._w(f"{key}.qkv.bias"))
+        qkv = F.conv1d(
+            self._norm(flat, f"{key}.norm"), self._w(f"{key}.qkv.weight"), self._w(f"{key}.qkv.bias")
+        )
         ch = c // self.heads
         # legacy order: per head, its q, k and v rows one after the other
         q, k, v = qkv.reshape(b * self.heads, 3 * ch, -1).split(ch, dim=1)

@@ -97,3 +97,84 @@ def test_gradient_checkpointing_keeps_weights_and_gradients() -> None:
     assert (grads[0] != 0).float().mean() > 0.9
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
     assert count_parameters(plain) == count_parameters(ckpt)
+
+
+# ------------------------------------------------------------------------- the reference's model options
+PAPER_TINY = [
+    "model.channels=[8, 16, 16]",
+    "model.num_res_blocks=1",
+    "model.norm_num_groups=8",
+    "model.num_head_channels=16",
+]
+
+
+def test_paper_options_are_on_in_the_paper_profile_and_reported() -> None:
+    summary = model_summary(load_config("paper"))
+    assert summary["upsample_mode"] == "trilinear"
+    assert summary["time_embed_max_period"] == 1000 and summary["zero_init_attention_out"] is True
+    smoke = model_summary(load_config("smoke"))
+    assert (smoke["upsample_mode"], smoke["time_embed_max_period"]) == ("nearest", 10000)
+
+
+def test_tiny_paper_network_upsamples_trilinearly_and_zeroes_the_attention_output() -> None:
+    from gliomagen.diffusion.network import GliomaGenUNet
+
+    net = build_model(load_config("paper", PAPER_TINY))
+    assert isinstance(net, GliomaGenUNet)
+    ups = net.upsamplers()
+    assert len(ups) == 2 and all(u.mode == "trilinear" and not u.align_corners for u in ups)
+    proj = net.middle_block.attention.attn.out_proj
+    assert not proj.weight.any() and not proj.bias.any()
+    # the upsampler's output is F.interpolate(..., size=2x, mode="trilinear"), the reference's call
+    x = torch.randn(1, 16, 3, 4, 5)
+    expected = torch.nn.functional.interpolate(x, size=(6, 8, 10), mode="trilinear")
+    torch.testing.assert_close(ups[0](x), expected, rtol=0, atol=0)
+
+
+def test_time_embedding_matches_an_independent_formula_for_both_periods() -> None:
+    from monai.networks.nets.diffusion_model_unet import get_timestep_embedding
+
+    from gliomagen.diffusion.network import timestep_embedding
+
+    t = torch.tensor([0, 1, 37, 999])
+    dim = 64
+    for period in (1000, 10000):
+        i = np.arange(dim // 2)
+        arg = t.numpy()[:, None].astype(np.float64) * period ** (-i / (dim // 2))[None, :]
+        expected = np.concatenate([np.cos(arg), np.sin(arg)], axis=1)
+        got = timestep_embedding(t, dim, period)
+        np.testing.assert_allclose(got.numpy(), expected, atol=2e-4, rtol=0)  # float32 of t * f at t=999
+    # at MONAI's period the embedding is MONAI's, bit for bit
+    assert torch.equal(timestep_embedding(t, dim, 10000), get_timestep_embedding(t, dim))
+    assert not torch.allclose(timestep_embedding(t, dim, 1000), get_timestep_embedding(t, dim))
+
+
+def test_network_computes_monai_s_function_with_monai_s_options() -> None:
+    """The smoke model's behaviour is unchanged: with the default options the subclass equals MONAI."""
+    from monai.networks.nets import DiffusionModelUNet
+
+    cfg = load_config("smoke", PAPER_TINY)
+    torch.manual_seed(0)
+    ours = build_model(cfg).eval()
+    with torch.no_grad():
+        for p in ours.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    monai = DiffusionModelUNet(
+        spatial_dims=3,
+        in_channels=10,
+        out_channels=4,
+        num_res_blocks=1,
+        channels=(8, 16, 16),
+        attention_levels=(False, False, False),
+        norm_num_groups=8,
+        norm_eps=1e-5,
+        num_head_channels=16,
+        include_fc=True,
+    ).eval()
+    monai.load_state_dict(ours.state_dict())
+    x, t = torch.randn(2, 10, 8, 8, 8), torch.tensor([3, 700])
+    with torch.no_grad():
+        assert torch.equal(ours(x, t), monai(x, t))
+        paper = build_model(load_config("paper", PAPER_TINY)).eval()
+        paper.load_state_dict(ours.state_dict())
+        assert not torch.allclose(paper(x, t), monai(x, t))

@@ -13,6 +13,7 @@ from gliomagen.diffusion.samplers import make_generator, make_sampler
 from gliomagen.diffusion.schedule import make_train_scheduler, noisy_examples
 
 T = 50
+VAL_T = "train.val_timesteps=[5, 25]"  # must lie in 0..T-1
 
 
 def cosine_alpha_bar(T: int, s: float = 0.008, beta_max: float = 0.999) -> torch.Tensor:
@@ -39,7 +40,9 @@ class Oracle(nn.Module):
 
 @pytest.fixture
 def cfg():
-    return load_config("smoke", [f"diffusion.timesteps={T}", "generate.eta=0.0"])
+    return load_config(
+        "smoke", [f"diffusion.timesteps={T}", VAL_T, "train.val_timesteps=[5]", "generate.eta=0.0"]
+    )
 
 
 def test_cosine_schedule_matches_the_formula(cfg) -> None:
@@ -47,7 +50,9 @@ def test_cosine_schedule_matches_the_formula(cfg) -> None:
     torch.testing.assert_close(sched.alphas_cumprod.double(), cosine_alpha_bar(T), rtol=1e-4, atol=1e-6)
     assert float(sched.betas.max()) <= 0.999 + 1e-7
     capped = make_train_scheduler(
-        load_config("smoke", [f"diffusion.timesteps={T}", "diffusion.beta_max=0.5"])
+        load_config(
+            "smoke", [f"diffusion.timesteps={T}", VAL_T, "train.val_timesteps=[5]", "diffusion.beta_max=0.5"]
+        )
     )
     torch.testing.assert_close(
         capped.alphas_cumprod.double(), cosine_alpha_bar(T, beta_max=0.5), rtol=1e-4, atol=1e-6
@@ -113,3 +118,63 @@ def test_trajectory_and_forward_process_for_the_figure(cfg) -> None:
     # x_0 is nearly clean, x_{T-1} is nearly pure noise (correlation with x0 ~ sqrt(abar))
     assert float((noisy[0] - x0[0]).abs().max()) < 5 * math.sqrt(1 - abar[0])
     assert float(abar[T - 1]) < 1e-3
+
+
+# --------------------------------------------------------------------- float64 schedule, clip range, targets
+def test_cosine_schedule_is_the_float64_formula_cast_once() -> None:
+    """Issue 12.7: MONAI evaluates the cosine in float32 (1e-3 relative error at small t); ours does not."""
+    from monai.networks.schedulers import DDPMScheduler
+
+    T_paper = 1000
+    cfg = load_config("smoke", [f"diffusion.timesteps={T_paper}"])
+    exact = cosine_alpha_bar(T_paper)  # python floats (double), written independently
+    ours = make_train_scheduler(cfg).alphas_cumprod
+    assert ours.dtype == torch.float32
+    torch.testing.assert_close(ours.double(), exact, rtol=2e-7, atol=1e-12)  # float32 rounding only
+    f = [math.cos((t / T_paper + 0.008) / 1.008 * math.pi / 2) ** 2 for t in range(T_paper + 1)]
+    betas = torch.tensor([min(1 - f[t + 1] / f[t], 0.999) for t in range(T_paper)], dtype=torch.float64)
+    torch.testing.assert_close(make_train_scheduler(cfg).betas.double(), betas, rtol=1e-7, atol=0)
+    monai = DDPMScheduler(num_train_timesteps=T_paper, schedule="cosine", s=0.008).betas.double()
+    assert float(((monai - betas) / betas).abs()[:10].max()) > 1e-4  # what the float64 computation fixes
+
+
+def test_clip_range_is_the_x0_clamp_of_every_sampler() -> None:
+    """Issue 12.8: [0, 1] by default; the original's [-1, 1] lets x0 go below zero."""
+    x0 = torch.full((1, 4, 4, 4, 4), -0.5)
+    x0[:, 2:] = 0.5
+    for name, steps in [("ddpm", T), ("ddim", 5), ("dpmpp", 5)]:
+        for clip, low in [("[0, 1]", 0.0), ("[-1, 1]", -0.5)]:
+            cfg = load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, f"generate.clip_range={clip}"])
+            out = make_sampler(cfg, name, steps).sample(
+                Oracle(x0, cosine_alpha_bar(T)), torch.zeros(1, 6, 4, 4, 4), generator=make_generator(0)
+            )
+            assert float(out[:, :2].min()) == pytest.approx(low, abs=2e-3), (name, clip)
+            assert float(out[:, 2:].mean()) == pytest.approx(0.5, abs=2e-3)
+    with pytest.raises(Exception, match="low < high"):
+        load_config("smoke", ["generate.clip_range=[1, 0]"])
+
+
+class SampleOracle(Oracle):
+    """The ideal denoiser for the other prediction targets (x0 itself, or v)."""
+
+    def __init__(self, x0: torch.Tensor, abar: torch.Tensor, kind: str) -> None:
+        super().__init__(x0, abar)
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        eps = super().forward(x, timesteps)
+        if self.kind == "sample":
+            return self.x0.expand_as(eps)
+        a = self.abar[timesteps].view(-1, 1, 1, 1, 1)
+        return a.sqrt() * eps - (1 - a).sqrt() * self.x0
+
+
+@pytest.mark.parametrize("kind", ["sample", "v_prediction"])
+@pytest.mark.parametrize(("name", "steps"), [("ddim", 10), ("dpmpp", 10)])
+def test_samplers_follow_the_prediction_target(kind: str, name: str, steps: int) -> None:
+    cfg = load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, f"diffusion.prediction={kind}"])
+    x0 = torch.rand(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(2))
+    out = make_sampler(cfg, name, steps).sample(
+        SampleOracle(x0, cosine_alpha_bar(T), kind), torch.zeros(1, 6, 4, 4, 4), generator=make_generator(0)
+    )
+    torch.testing.assert_close(out, x0, atol=2e-3, rtol=0)

@@ -185,7 +185,10 @@ def test_wrong_key_shape_extra_key_and_schedule_are_refused(original_file, tmp_p
 
     cases = [
         (rename, r"key denoise_fn\.middle_block\.1\.qkv\.weight is missing"),
-        (reshape, r"key denoise_fn\.middle_block\.1\.qkv\.weight has shape \(45, 16, 1\).*needs \(48, 16, 1\)"),
+        (
+            reshape,
+            r"key denoise_fn\.middle_block\.1\.qkv\.weight has shape \(45, 16, 1\).*needs \(48, 16, 1\)",
+        ),
         (extra, r"key denoise_fn\.label_emb\.weight is not part of the profile's network"),
         (schedule, r"schedule buffer betas differs from the profile's cosine schedule"),
     ]
@@ -217,7 +220,9 @@ def test_code_running_pickle_is_refused_and_never_runs(tmp_path: Path, capsys) -
     src = tmp_path / "forged.pt"
     torch.save({"step": 1, "model": {}, "ema": _Payload(marker)}, src)
     cfg = tiny(tmp_path)
-    with pytest.raises(CheckpointError, match=rf"refused to load {src}: it contains objects other than tensors"):
+    with pytest.raises(
+        CheckpointError, match=rf"refused to load {src}: it contains objects other than tensors"
+    ):
         import_weights(src, tmp_path / "x.pt", cfg)
     code = main(["import-weights", str(src), "--out", str(tmp_path / "x.pt"), *sets(TINY)])
     err = capsys.readouterr().err
@@ -271,7 +276,9 @@ def test_import_then_sample_end_to_end_in_the_masks_geometry(original_file, tmp_
     seg = nib.load(str(out / "case-seg.nii.gz"))
     np.testing.assert_array_equal(np.asarray(seg.dataobj), mask)
     prov = json.loads((out / "case-provenance.json").read_text())
-    assert prov["input_orientation"] == "RAS" and prov["seed"] == 3 and prov["model_grid_shape"] == [16, 16, 16]
+    assert (
+        prov["input_orientation"] == "RAS" and prov["seed"] == 3 and prov["model_grid_shape"] == [16, 16, 16]
+    )
     assert prov["checkpoint_sha256"] == file_sha256(ckpt) and prov["steps"] == 2
     # the same seed gives the same volume
     assert main([*argv[:-1], str(tmp_path / "again")]) == 0

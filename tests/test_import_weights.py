@@ -285,3 +285,23 @@ def test_import_then_sample_end_to_end_in_the_masks_geometry(original_file, tmp_
     a = np.asarray(nib.load(str(out / "case-t2f.nii.gz")).dataobj)
     b = np.asarray(nib.load(str(tmp_path / "again" / "case-t2f.nii.gz")).dataobj)
     np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_paper_network_computes_the_originals_function() -> None:
+    """The paper's exact network (57,566,020 parameters, five levels, one head) on a small grid."""
+    cfg = load_config("paper")
+    net = random_net(cfg, seed=5)
+    with torch.no_grad():  # keep activations moderate through 5 levels: small weights
+        for p in net.parameters():
+            p.mul_(0.2)
+    original = project_to_original(net.state_dict(), cfg)
+    assert sum(v.numel() for v in original.values()) == 57_566_020
+    reference = OriginalUNet(original, [64, 64, 128, 192, 256], 2, groups=32, heads=1, period=1000)
+    x = torch.randn(1, 10, 32, 32, 16, generator=torch.Generator().manual_seed(1))
+    t = torch.tensor([421])
+    with torch.no_grad():
+        ours, theirs = net(x, t), reference(x, t)
+    scale = float(theirs.abs().max())
+    assert scale > 1e-3
+    torch.testing.assert_close(ours, theirs, atol=1e-5 * max(scale, 1.0), rtol=1e-4)

@@ -147,6 +147,14 @@ def test_import_gives_the_weights_back_bit_for_bit(original_file, tmp_path: Path
     assert record["mapping_version"] == MAPPING_VERSION and record["which"] == "ema"
     assert json.loads(ckpt["imported"]) == record and ckpt["input_orientation"] == "RAS"
     assert ckpt["config_hash"] == cfg.hash and ckpt["step"] == 245_000
+    import gliomagen
+
+    net = gliomagen.load_denoiser(tmp_path / "ema.pt", profile="paper", overrides=TINY)
+    assert not net.training and torch.equal(net.state_dict()["out.2.conv.weight"], ema["out.2.conv.weight"])
+    with pytest.raises(CheckpointError, match=r"model\.channels: checkpoint \[8, 16\] vs config"):
+        gliomagen.load_denoiser(
+            tmp_path / "ema.pt", profile="paper", overrides=[*TINY, "model.channels=[8, 32]"]
+        )
     import_weights(src, tmp_path / "model.pt", cfg, which="model")
     raw = read_checkpoint(tmp_path / "model.pt")["ema"]
     assert all(torch.equal(raw[f"module.{k}"], v) for k, v in model.items())

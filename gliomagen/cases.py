@@ -39,6 +39,23 @@ def case_files(case_dir: str | Path) -> dict[str, Path]:
     return {m: modality_path(case_dir, m) for m in (*MODALITIES, "seg")}
 
 
+def raw_modality_path(case_dir: str | Path, modality: str) -> Path:
+    """The file of ``modality`` in a *raw* (user-supplied) case folder: ``.nii.gz``, else ``.nii``.
+
+    BraTS releases use ``.nii.gz``, but uncompressed ``.nii`` copies are common; both are accepted for raw
+    input (prepared and generated data are always written as ``.nii.gz``). When neither exists the
+    ``.nii.gz`` path is returned, so a "file is missing" message names the expected file.
+    """
+    gz = modality_path(case_dir, modality)
+    plain = gz.with_name(gz.name[: -len(".gz")])
+    return plain if not gz.is_file() and plain.is_file() else gz
+
+
+def raw_case_files(case_dir: str | Path) -> dict[str, Path]:
+    """Like :func:`case_files`, for a raw case folder (``.nii`` accepted where ``.nii.gz`` is missing)."""
+    return {m: raw_modality_path(case_dir, m) for m in (*MODALITIES, "seg")}
+
+
 def is_complete(case_dir: str | Path, with_seg: bool = True) -> bool:
     files = case_files(case_dir)
     if not with_seg:

@@ -16,6 +16,7 @@ from typing import Any
 
 from gliomagen import __version__
 from gliomagen.config import Config, ConfigError, available_profiles, load_config
+from gliomagen.errors import InputError
 
 log = logging.getLogger("gliomagen")
 
@@ -144,7 +145,9 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
             "--sampler", choices=["ddpm", "ddim", "dpmpp"], default=None, help="override the sampler"
         )
         p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
-        p.add_argument("--shard", default=None, help="i/n: process only shard i of n (0-based), e.g. 0/4")
+        p.add_argument(
+            "--shard", default=None, type=_shard_text, help="i/n: process only shard i of n (0-based), e.g. 0/4"
+        )
     elif name == "import-weights":
         p.set_defaults(profile="paper")  # the released weights are the paper network's
         p.add_argument("src", help="the original's checkpoint (.pt with step, model, ema)")
@@ -200,6 +203,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _config_from(args)
         if args.command == "config":
+def _shard_text(text: str) -> str:
+    """Check ``--shard i/n`` while parsing, so a bad value stops at once with exit code 2."""
+    from gliomagen.generate import parse_shard  # only imported when --shard is given (it imports torch)
+
+    try:
+        parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
             import yaml
 
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
@@ -233,3 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+    except InputError as exc:  # a bad file, a busy run folder, a bad option: the message says which
+        print(f"gliomagen: {exc}", file=sys.stderr)
+        return 2

@@ -72,7 +72,20 @@ class HeadConfig(_Section):
 
 
 class IntensityConfig(_Section):
+    """Per-volume intensity normalisation (``gliomagen.data.prepare.normalise``).
+
+    Args:
+        clip_percentiles: clip to these percentiles of the non-zero voxels before min-max (``None``: off,
+            the paper's plain min-max).
+        outlier_fence: voxels further than this many robust ranges (99th - 1st percentile of the non-zero
+            voxels) beyond those percentiles are outliers: they are clipped to the most extreme inlier value
+            before min-max and flagged by QC (``intensity_outlier``). On clean scans no voxel is that far out
+            and the result equals the paper's min-max bit for bit; one corrupt voxel (e.g. 1e30) no longer
+            squeezes the whole scan to ~0. ``None`` turns it off (outliers are still flagged).
+    """
+
     clip_percentiles: tuple[float, float] | None = None
+    outlier_fence: float | None = Field(10.0, gt=0)
 
     @field_validator("clip_percentiles")
     @classmethod
@@ -109,7 +122,9 @@ class QCConfig(_Section):
         max_border_voxels: head voxels tolerated on the faces of the prepared volume.
     """
 
-    exclude: list[Literal["head_holes", "head_touches_border", "label_lost", "empty_mask"]] = [
+    exclude: list[
+        Literal["head_holes", "head_touches_border", "label_lost", "empty_mask", "intensity_outlier"]
+    ] = [
         "head_holes",
         "head_touches_border",
         "label_lost",
@@ -411,6 +426,7 @@ class SegmentConfig(_Section):
     cpu_threads: int = Field(0, ge=0)  # torch/OpenMP threads of an nnU-Net process on CPU; 0 = torch default
     include_head: bool = True
     hq_count: int = Field(598, ge=0)
+    checkpoint_every: int = Field(50, ge=1)  # epochs between nnU-Net's checkpoint_latest.pth (its save_every)
     hq_score: Literal["segmentation_agreement"] = "segmentation_agreement"
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -505,6 +521,41 @@ class Config(_Section):
 
     @property
     def paths(self) -> RunPaths:
+    @model_validator(mode="after")
+    def _cross_section_rules(self) -> Config:
+        """Rules between sections that would otherwise fail only hours later, in the stage that uses them."""
+        problems = []
+        T = self.diffusion.timesteps
+        bad_t = [v for v in self.train.val_timesteps if not 0 <= v < T]
+        if bad_t:
+            problems.append(f"train.val_timesteps {bad_t} must lie in 0..{T - 1} (diffusion.timesteps={T})")
+        for key, sampler, steps in (
+            ("generate", self.generate.sampler, self.generate.steps),
+            ("train.preview", self.train.preview_sampler, self.train.preview_steps),
+        ):
+            if sampler != "ddpm" and steps > T:  # the ancestral DDPM always runs all T steps
+                problems.append(f"{key}_steps={steps} exceeds diffusion.timesteps={T} ({key}_sampler={sampler})")
+        factor = 2 ** (len(self.model.channels) - 1)  # the U-Net halves every side once per level
+        if any(side % factor for side in self.data.target_shape):
+            problems.append(
+                f"data.target_shape {list(self.data.target_shape)} must be divisible by {factor} on every side "
+                f"(2**(levels-1) for the {len(self.model.channels)} levels of model.channels)"
+            )
+        seg = self.segment
+        hq = [c for c in seg.configurations if c.synthetic_pool == "hq" and c.synthetic > 0]
+        baseline = any(c.real_fraction == 1.0 and c.synthetic == 0 for c in seg.configurations)
+        if hq and not baseline:
+            problems.append(
+                f"segment configurations {[c.name for c in hq]} use the hq pool, which is ranked by a real-only "
+                "configuration (real_fraction 1, synthetic 0): add one"
+            )
+        too_many = [f"{c.name} ({c.synthetic})" for c in hq if c.synthetic > seg.hq_count]
+        if too_many:
+            problems.append(f"segment configurations {too_many} take more hq volumes than segment.hq_count={seg.hq_count}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
         """The run's folder layout (see :class:`gliomagen.paths.RunPaths`)."""
         return RunPaths(resolve_path(self.run_dir.format(profile=self.profile)))
 
@@ -600,7 +651,8 @@ def _format_validation_error(exc: ValidationError, source: str) -> str:
         else:
             got = err.get("input")
             got_s = f" (got {got!r})" if not isinstance(got, dict) else ""
-            lines.append(f"  - {key}: {err['msg']}{got_s}")
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {key}: {msg}{got_s}" if key else f"  - {msg}")
     return "\n".join(lines)
 
 
@@ -634,7 +686,8 @@ def load_config(
     Args:
         profile: profile name in ``configs/`` or a path to a YAML file.
         overrides: ``section.key=value`` strings, applied in order (later wins).
-        run_dir: where the run's outputs go (default ``runs/<profile>``).
+        run_dir: where the run's outputs go (default ``runs/<profile>`` in the project); a relative path is
+            taken from the current directory.
 
     Raises:
         ConfigError: with a message naming the offending key.
@@ -657,7 +710,9 @@ def load_config(
         keys, value = parse_override(item)
         _apply_override(tree, keys, value, Config)
     if run_dir is not None:
-        tree["run_dir"] = str(run_dir)
+        # a run folder given by the caller (--run-dir) is relative to the current directory, like any
+        # other path on a command line; only the profile's default (runs/<profile>) lives in the checkout
+        tree["run_dir"] = str(Path(run_dir).expanduser().resolve())
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

@@ -19,15 +19,21 @@ import nibabel as nib
 import numpy as np
 
 from gliomagen import __version__
+from gliomagen.locks import partial_name
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; it is renamed onto ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; it is renamed onto ``path`` only if the block succeeds.
+
+    The temporary file is hidden and names its writer (``.<stem>.partial-<host>-<pid>-<random><suffix>``,
+    keeping the suffix because writers such as nibabel pick the format from it): if the process is killed
+    mid-write, the next run of the stage removes it (:func:`gliomagen.locks.remove_partials`).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
+    prefix, suffix = partial_name(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     # mkstemp creates 0600 files; give outputs the usual permissions (0666 less the umask)

@@ -117,3 +117,130 @@ def test_prepare_reports_every_fault_and_splits_by_patient(tmp_path: Path) -> No
     assert [d.name for d in prepared_case_dirs(paper, "val")] == [leaky]
     if len(two_timepoints):
         assert result.patients_on_both_sides == [leaky.split("-")[2]]  # the paper's leak, reported
+
+
+# ----------------------------------------------------------------------------------- issue 13 hardening
+def _raw_case(root: Path, case_id: str, seed: int = 0) -> Path:
+    """A small textured case (16x20x16, 2 mm): a head ellipsoid with a lesion, float32 images."""
+    rng = np.random.default_rng(seed)
+    shape = (16, 20, 16)
+    grid = np.stack(np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")).astype(float)
+    head = (((grid - np.array([7.5, 9.5, 7.5])[:, None, None, None]) / [6, 7.5, 6][0]) ** 2).sum(0) <= 1
+    seg = np.zeros(shape, np.uint8)
+    seg[((grid - np.array([7, 9, 7])[:, None, None, None]) ** 2).sum(0) <= 4] = 2
+    folder = root / case_id
+    folder.mkdir(parents=True)
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    for k, m in enumerate(("t1n", "t1c", "t2w", "t2f")):
+        image = np.where(head, 200 + 50 * k + rng.normal(0, 20, shape), 0).astype(np.float32)
+        nib.save(nib.Nifti1Image(image, affine), folder / f"{case_id}-{m}.nii.gz")
+    nib.save(nib.Nifti1Image(seg, affine), folder / f"{case_id}-seg.nii.gz")
+    return folder
+
+
+def test_bad_scans_in_workers_become_qc_rows_and_outliers_are_clipped(tmp_path: Path) -> None:
+    """Workers: a degenerate affine is an invalid row naming the file; a 1e30 voxel is flagged and clipped."""
+    raw = tmp_path / "raw"
+    for p in range(1, 5):
+        _raw_case(raw, f"BraTS-GLI-0000{p}-000", seed=p)
+    twin = _raw_case(raw, "BraTS-GLI-00005-000", seed=7)
+    spiked = _raw_case(raw, "BraTS-GLI-00006-000", seed=7)  # the twin's data plus one corrupt voxel
+    path = spiked / "BraTS-GLI-00006-000-t2f.nii.gz"
+    data = np.asarray(nib.load(path).dataobj).copy()
+    data[7, 9, 7] = 1e30
+    nib.save(nib.Nifti1Image(data, nib.load(path).affine), path)
+    broken = _raw_case(raw, "BraTS-GLI-00007-000")
+    nib.save(
+        nib.Nifti1Image(np.zeros((16, 20, 16), np.float32), np.diag([-2.0, 2, 2, 1])),
+        broken / "BraTS-GLI-00007-000-t1c.nii.gz",
+    )  # fmt: skip -- constant: invalid
+    worker_crash = _raw_case(raw, "BraTS-GLI-00008-000")
+    (worker_crash / "BraTS-GLI-00008-000-t2w.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
+    overrides = [
+        "data.workers=2",
+        "data.split.n_val=1",
+        "data.target_shape=[16, 20, 16]",
+        "data.qc.exclude=[]",
+    ]
+    cfg = load_config("smoke", overrides, run_dir=tmp_path / "run")
+    summary = prepare(cfg, raw_dir=raw, progress=False)
+    table = read_cases_table(cfg).set_index("id")
+    assert summary.cases == 8 and summary.invalid == 2
+    assert (
+        "BraTS-GLI-00007-000-t1c.nii.gz: image is constant" in table.loc["BraTS-GLI-00007-000", "qc_reason"]
+    )
+    assert "BraTS-GLI-00008-000-t2w.nii.gz: cannot be read" in table.loc["BraTS-GLI-00008-000", "qc_reason"]
+    row = table.loc["BraTS-GLI-00006-000"]
+    assert row["qc_status"] == "flagged" and row["qc_flags"] == "intensity_outlier"
+    assert (
+        "BraTS-GLI-00006-000-t2f.nii.gz: 1 voxel(s) outside" in row["qc_reason"]
+        and "clipped" in row["qc_reason"]
+    )
+    a, b = (load_case(cfg.paths.prepared / row_split / i) for i, row_split in (
+        ("BraTS-GLI-00005-000", table.loc["BraTS-GLI-00005-000", "split"]),
+        ("BraTS-GLI-00006-000", row["split"]),
+    ))  # fmt: skip
+    assert twin.name == a.case_id
+    np.testing.assert_array_equal(a.image[:3], b.image[:3])  # untouched modalities: bit-identical
+    # the corrupt voxel became the scan's inlier maximum; everything else equals the clean twin
+    changed = np.argwhere(np.abs(a.image[3] - b.image[3]) > 1e-6)
+    assert len(changed) <= 27 and np.abs(changed - [7, 9, 7]).max() <= 1, changed
+    assert np.median(b.image[3][b.mask > 0]) > 0.3  # not squeezed to ~0 as plain min-max would
+
+
+def test_degenerate_affine_in_a_worker_is_a_qc_row(tmp_path: Path) -> None:
+    import gzip
+
+    raw = tmp_path / "raw"
+    for p in range(1, 4):
+        _raw_case(raw, f"BraTS-GLI-0000{p}-000", seed=p)
+    path = raw / "BraTS-GLI-00003-000" / "BraTS-GLI-00003-000-seg.nii.gz"
+    blob = bytearray(gzip.decompress(path.read_bytes()))
+    header = np.frombuffer(blob[:348], dtype=nib.nifti1.header_dtype).copy()
+    header["qform_code"], header["sform_code"], header["srow_x"] = 0, 1, [0.0, 0.0, 0.0, 0.0]
+    blob[:348] = header.tobytes()
+    path.write_bytes(gzip.compress(bytes(blob)))
+    cfg = load_config("smoke", ["data.workers=2", "data.split.n_val=1", "data.target_shape=[16, 20, 16]"],
+                      run_dir=tmp_path / "run")  # fmt: skip
+    summary = prepare(cfg, raw_dir=raw, progress=False)
+    row = read_cases_table(cfg).set_index("id").loc["BraTS-GLI-00003-000"]
+    assert summary.cases == 3 and row["qc_status"] == "invalid"
+    assert row["qc_reason"].startswith("BraTS-GLI-00003-000-seg.nii.gz: affine has a zero voxel size")
+
+
+def test_normalise_is_plain_min_max_on_clean_images_and_robust_to_outliers() -> None:
+    from gliomagen.data.prepare import normalise
+
+    rng = np.random.default_rng(1)
+    image = np.where(rng.random((12, 12, 12)) > 0.3, rng.uniform(50, 900, (12, 12, 12)), 0).astype(np.float32)
+    lo, hi = float(image.min()), float(image.max())
+    np.testing.assert_array_equal(
+        normalise(image, None, 10.0), (image - lo) / (hi - lo)
+    )  # the paper's min-max
+    spiked = image.copy()
+    spiked[6, 6, 6] = 1e30
+    keep = np.ones(image.shape, bool)
+    keep[6, 6, 6] = False
+    assert normalise(spiked, None, None)[keep].max() < 1e-20  # plain min-max: the scan is wiped
+    np.testing.assert_array_equal(normalise(spiked, None, 10.0)[keep], normalise(image, None, 10.0)[keep])
+    extreme = image.astype(np.float64)
+    extreme[0, 0, 0], extreme[1, 1, 1] = -3e38, 3e38  # a range beyond float32: computed in float64
+    out = normalise(extreme.astype(np.float32), None, None)
+    assert np.all(np.isfinite(out)) and out.min() == 0 and out.max() == 1
+
+
+def test_a_worker_that_dies_becomes_an_error_result() -> None:
+    from gliomagen.data.parallel import parallel_map
+
+    results = parallel_map(
+        _die_on_two, [1, 2, 3], 2, "x", progress=False, on_error=lambda t, e: f"{t}: {type(e).__name__}"
+    )
+    assert results[0] == 1 and results[1] == "2: BrokenProcessPool"
+
+
+def _die_on_two(task: int) -> int:
+    import os
+
+    if task == 2:
+        os._exit(1)
+    return task

@@ -153,3 +153,83 @@ def test_qc_holes() -> None:
     flags = _flags(NATIVE, mask, max_hole_ml=10)
     assert flags["head_holes"].startswith("head_holes: 32.0 ml")  # 2 x 2 x 8 slices of 1 ml voxels
     assert "head_holes" not in _flags(NATIVE, mask, max_hole_ml=32)
+
+
+# ----------------------------------------------------------------------------------- issue 13 hardening
+@pytest.mark.parametrize(
+    ("affine", "problem"),
+    [
+        (np.diag([0.0, 2.0, 2.0, 1.0]), "affine has a zero voxel size"),
+        (np.diag([np.nan, 2.0, 2.0, 1.0]), "affine is not a finite 4x4 matrix"),
+        (np.array([[2.0, 2, 0, 0], [0, 0, 2, 0], [2, 2, 0, 0], [0, 0, 0, 1]]), "affine is singular"),
+    ],
+)
+def test_degenerate_affine_names_the_file(tmp_path: Path, affine: np.ndarray, problem: str) -> None:
+    case = _write_case(tmp_path)
+    path = case.path / f"{case.case_id}-t1c.nii.gz"
+    # what a broken converter writes: the sform rows patched in the stored header (nibabel refuses to
+    # write such an affine itself), the qform unset
+    raw = bytearray(gzip.decompress(path.read_bytes()))
+    header = np.frombuffer(raw[:348], dtype=nib.nifti1.header_dtype).copy()
+    header["qform_code"], header["sform_code"] = 0, 1
+    header["srow_x"], header["srow_y"], header["srow_z"] = affine[0], affine[1], affine[2]
+    raw[:348] = header.tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)))
+    assert any(p.startswith(f"{case.case_id}-t1c.nii.gz: {problem}") for p in _problems(case)), _problems(
+        case
+    )
+
+
+def test_uncompressed_nii_is_accepted(tmp_path: Path) -> None:
+    case = _write_case(tmp_path)
+    gz = case.path / f"{case.case_id}-t1n.nii.gz"
+    nib.save(nib.load(gz), case.path / f"{case.case_id}-t1n.nii")
+    gz.unlink()
+    ref = load_raw_case(_write_case(tmp_path / "ref"), LABELS)
+    scan = load_raw_case(case, LABELS)
+    np.testing.assert_array_equal(scan.images["t1n"], ref.images["t1n"])
+    (case.path / f"{case.case_id}-t1n.nii").unlink()
+    assert _problems(case) == [f"{case.case_id}-t1n.nii.gz: file is missing"]
+
+
+def test_values_beyond_float32_are_refused_after_the_cast(tmp_path: Path) -> None:
+    case = _write_case(tmp_path)
+    data = np.asarray(nib.load(case.path / f"{case.case_id}-t2w.nii.gz").dataobj).astype(np.float64)
+    data[8, 10, 8] = 1e39  # finite in float64, infinite in float32
+    _rewrite(case, "t2w", data)
+    (problem,) = _problems(case)
+    assert problem.startswith(f"{case.case_id}-t2w.nii.gz: 1 voxel(s) beyond the float32 range")
+
+
+def test_duplicate_ids_and_empty_raw_dir_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from gliomagen.cli import main
+    from gliomagen.data.validate import DuplicateCaseError, RawDataError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(RawDataError, match="holds no BraTS case folder"):
+        discover_cases(empty)
+    assert main(["prepare", "--run-dir", str(tmp_path / "run"), "--raw-dir", str(empty)]) == 2
+    assert f"{empty} holds no BraTS case folder" in capsys.readouterr().err
+    for batch in ("batch1", "batch2"):
+        _write_case(tmp_path / "raw" / batch, "BraTS-GLI-00003-000")
+    with pytest.raises(DuplicateCaseError, match="BraTS-GLI-00003-000 in .*batch1, .*batch2"):
+        discover_cases(tmp_path / "raw")
+    assert main(["prepare", "--run-dir", str(tmp_path / "run"), "--raw-dir", str(tmp_path / "raw")]) == 2
+    err = capsys.readouterr().err
+    assert "found in more than one folder" in err and "Traceback" not in err
+
+
+def test_outliers_are_found_in_float64_and_flagged() -> None:
+    from gliomagen.data.qc import find_outliers, outlier_message
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((20, 20, 20))
+    image[4:16, 4:16, 4:16] = rng.uniform(100, 400, (12, 12, 12))
+    assert find_outliers(image, 10.0) is None
+    image[10, 10, 10] = 1e30
+    found = find_outliers(image, 10.0)
+    assert found is not None and found.count == 1 and found.extreme == 1e30
+    assert found.inlier_max == image[image < 1e30].max()
+    text = outlier_message("x-t1c.nii.gz", found, True, 10.0)
+    assert text.startswith("intensity_outlier: x-t1c.nii.gz: 1 voxel(s) outside") and "clipped" in text

@@ -38,6 +38,7 @@ TINY = [
     "model.norm_num_groups=8",
     "model.num_head_channels=8",
     "diffusion.timesteps=20",
+    "train.val_timesteps=[5, 15]",  # must lie in 0..T-1 (checked when the config loads)
     "generate.sampler=ddim",
     "generate.steps=2",
     "generate.batch_size=2",

@@ -5,7 +5,8 @@ For every BraTS case folder in the raw directory (in parallel over ``data.worker
 1. validate the five files (:mod:`gliomagen.data.validate`); a bad case becomes an ``invalid`` row whose
    ``qc_reason`` names each bad file, and the other cases carry on;
 2. shift the tumour labels and add the head label, once per scan (:mod:`gliomagen.data.head`);
-3. per-volume min-max to [0, 1] (optionally after clipping to percentiles of the non-zero voxels);
+3. per-volume min-max to [0, 1] after clipping outlier voxels (``data.intensity.outlier_fence``; a no-op on
+   clean scans) and optionally to percentiles of the non-zero voxels; outliers are flagged by QC;
 4. isotropic rescale + centre pad/crop to ``data.target_shape`` with the correct affine
    (:mod:`gliomagen.data.geometry`); float32 images, uint8 masks;
 5. automatic QC (:mod:`gliomagen.data.qc`).
@@ -14,7 +15,10 @@ Then the split (:mod:`gliomagen.data.split`) puts each case folder into ``prepar
 ``prepared/val`` or ``prepared/excluded`` (flagged cases listed in ``data.qc.exclude``), and
 ``prepared/cases.csv``, ``prepared/qc_report.md`` and ``prepared/summary.json`` are written.
 Re-running skips every case whose record (``prepared/qc/<id>.json``) matches the raw files and the
-preparation settings; only the split is redone.
+preparation settings; only the split is redone. Any failure of one scan, in a worker process or not,
+becomes an ``invalid`` row naming the case (and the file, where known); the other scans carry on. The
+stage holds the run folder's ``prepare`` lock (:mod:`gliomagen.locks`) and removes partial files left by an
+interrupted run.
 """
 
 from __future__ import annotations
@@ -32,15 +36,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gliomagen.cases import Case, case_files, is_complete, write_case
-from gliomagen.config import MODALITIES, Config, ConfigError, DataConfig, require_raw_data, resolve_path
+from gliomagen.cases import Case, is_complete, write_case
+from gliomagen.cases import raw_case_files as case_files
+from gliomagen.config import (
+    MODALITIES,
+    Config,
+    ConfigError,
+    DataConfig,
+    IntensityConfig,
+    require_raw_data,
+    resolve_path,
+)
 from gliomagen.data.geometry import plan_geometry, resample_image, resample_mask, voxel_spacing
 from gliomagen.data.head import prepared_mask
 from gliomagen.data.parallel import parallel_map
-from gliomagen.data.qc import label_counts, qc_flags
+from gliomagen.data.qc import DETECT_FENCE, Outliers, find_outliers, label_counts, outlier_message, qc_flags
 from gliomagen.data.split import paper_split, patient_split, patients_on_both_sides, read_val_ids
-from gliomagen.data.validate import CaseError, RawCase, discover_cases, load_raw_case
+from gliomagen.data.validate import CaseError, RawCase, RawScan, discover_cases, load_raw_case
 from gliomagen.io import provenance, write_csv, write_json, write_text
+from gliomagen.locks import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -103,50 +117,108 @@ def source_signature(case_dir: Path) -> list[list[Any]]:
     return sig
 
 
-def normalise(image: np.ndarray, clip_percentiles: tuple[float, float] | None) -> np.ndarray:
-    """Per-volume min-max to [0, 1], optionally after clipping to percentiles of the non-zero voxels."""
+def normalise(
+    image: np.ndarray, clip_percentiles: tuple[float, float] | None, outlier_fence: float | None = None
+) -> np.ndarray:
+    """Per-volume min-max to [0, 1] (float32).
+
+    Args:
+        image: one image.
+        clip_percentiles: first clip to these percentiles of the non-zero voxels (``None``: no clipping).
+        outlier_fence: first clip outliers (:func:`gliomagen.data.qc.find_outliers`) to the inlier range
+            (``None``: off). Without outliers the result equals plain min-max exactly.
+    """
     data = image.astype(np.float32)
+    found = find_outliers(data, outlier_fence) if outlier_fence is not None else None
+    if found is not None:
+        data = np.clip(data, found.inlier_min, found.inlier_max)
     if clip_percentiles is not None:
         nonzero = data[data != 0]
         if nonzero.size:
             lo, hi = np.percentile(nonzero, clip_percentiles)
             data = np.clip(data, lo, hi)
     lo, hi = float(data.min()), float(data.max())
-    return (data - lo) / (hi - lo) if hi > lo else np.zeros_like(data)
+    if not hi > lo:
+        return np.zeros_like(data)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (data - lo) / (hi - lo)  # float32 arithmetic, as before (bit-identical results)
+    if not np.all(np.isfinite(out)):  # a range beyond float32 (|values| near 3.4e38): redo in float64
+        out = ((data.astype(np.float64) - lo) / (hi - lo)).astype(np.float32)
+    return out
+
+
+def _normalised_images(
+    scan: RawScan, intensity: IntensityConfig, files: dict[str, Path]
+) -> tuple[dict[str, np.ndarray], list[tuple[str, str]]]:
+    """Every modality normalised, and the ``intensity_outlier`` QC flags (one per affected file)."""
+    images, flags = {}, []
+    for m in MODALITIES:
+        fence = intensity.outlier_fence
+        found: Outliers | None = find_outliers(scan.images[m], fence or DETECT_FENCE)
+        if found is not None:
+            flags.append(
+                ("intensity_outlier", outlier_message(files[m].name, found, fence is not None, fence))
+            )
+        images[m] = normalise(scan.images[m], intensity.clip_percentiles, fence)
+    return images, flags
 
 
 def prepare_case(case: RawCase, data: DataConfig, out_root: Path, config_hash: str) -> dict[str, Any]:
     """Validate, prepare, QC and write one case into ``out_root/<id>``; returns its record.
 
-    Never raises for bad input: problems become ``qc_status = invalid`` with the messages.
+    Never raises: problems become ``qc_status = invalid`` with the messages (each naming the file where
+    it is known, else the case).
     """
-    start = time.perf_counter()
-    record: dict[str, Any] = {
-        "id": case.case_id, "patient": case.patient, "timepoint": case.timepoint, "source": str(case.path),
-        "signature": source_signature(case.path), "prep_key": prep_key(data), "flags": [],
-    }  # fmt: skip
+    record = base_record(case, data)
     try:
-        scan = load_raw_case(case, data.labels)
-        native = prepared_mask(scan.seg, scan.images, data.labels, data.head.source, data.head.closing_radius)
+        return {**record, **_prepare(case, data, out_root, config_hash)}
     except CaseError as exc:
         return {**record, "qc_status": "invalid", "qc_reason": "; ".join(exc.problems)}
     except Exception as exc:  # noqa: BLE001 -- one bad case never stops the others
-        return {**record, "qc_status": "invalid", "qc_reason": f"{case.case_id}: {type(exc).__name__}: {exc}"}
+        return invalid_record(record, exc)
+
+
+def base_record(case: RawCase, data: DataConfig) -> dict[str, Any]:
+    """The identity part of a case's record (what a finished record is matched against on a re-run)."""
+    try:
+        signature = source_signature(case.path)
+    except OSError:  # an unreadable folder: the case is redone next time
+        signature = None
+    return {
+        "id": case.case_id, "patient": case.patient, "timepoint": case.timepoint, "source": str(case.path),
+        "signature": signature, "prep_key": prep_key(data), "flags": [],
+    }  # fmt: skip
+
+
+def invalid_record(record: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """``record`` marked invalid by an unexpected error (its first line, with the case id)."""
+    text = (str(exc).splitlines() or [""])[0][:300]
+    return {**record, "qc_status": "invalid", "qc_reason": f"{record['id']}: {type(exc).__name__}: {text}"}
+
+
+def _prepare(case: RawCase, data: DataConfig, out_root: Path, config_hash: str) -> dict[str, Any]:
+    start = time.perf_counter()
+    files = case_files(case.path)
+    scan = load_raw_case(case, data.labels)
+    native = prepared_mask(scan.seg, scan.images, data.labels, data.head.source, data.head.closing_radius)
     geom = plan_geometry(native.shape, scan.affine, data.target_shape)
-    clip = data.intensity.clip_percentiles
-    image = np.stack(
-        [np.clip(resample_image(normalise(scan.images[m], clip), geom), 0, 1) for m in MODALITIES]
-    )
+    normalised, intensity_flags = _normalised_images(scan, data.intensity, files)
+    channels = []
+    for m in MODALITIES:
+        channel = np.clip(resample_image(normalised[m], geom), 0, 1).astype(np.float32)
+        if not np.all(np.isfinite(channel)):  # the last cast before writing: nothing non-finite gets out
+            raise CaseError(case.case_id, [f"{files[m].name}: non-finite values after normalisation"])
+        channels.append(channel)
+    image = np.stack(channels)
     mask = resample_mask(native, geom)
     native_counts = label_counts(native, data.labels)
     voxel_ml = float(np.prod(geom.out_spacing)) / 1000
-    files = case_files(case.path)
     head_from = MODALITIES if data.head.source == "multi" else (data.head.source,)
     head_file = ", ".join(files[m].name for m in head_from)
     flags = qc_flags(native_counts, mask, data.labels, data.qc, files["seg"].name, voxel_ml, head_file)
-    write_case(out_root, Case(case.case_id, image.astype(np.float32), mask, geom.out_affine), config_hash)
+    flags += intensity_flags
+    write_case(out_root, Case(case.case_id, image, mask, geom.out_affine), config_hash)
     return {
-        **record,
         "qc_status": "flagged" if flags else "ok",
         "qc_reason": "; ".join(message for _, message in flags),
         "flags": [flag for flag, _ in flags],
@@ -161,15 +233,27 @@ def prepare_case(case: RawCase, data: DataConfig, out_root: Path, config_hash: s
 
 
 def _case_task(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker entry: prepare one case and store its record (a finished record marks the case done)."""
+    """Worker entry: prepare one case and store its record (a finished record marks the case done).
+
+    Never raises: whatever goes wrong becomes the case's ``invalid`` record.
+    """
     data = DataConfig.model_validate(task["data"])
     case = RawCase(task["id"], Path(task["path"]), task["patient"], task["timepoint"])
     prepared = Path(task["prepared"])
-    for folder in FOLDERS:  # an old copy (other settings) must not survive under another split
-        shutil.rmtree(prepared / folder / case.case_id, ignore_errors=True)
-    record = prepare_case(case, data, prepared / "staging", task["config_hash"])
-    write_json(prepared / "qc" / f"{case.case_id}.json", record)
+    try:
+        for folder in FOLDERS:  # an old copy (other settings) must not survive under another split
+            shutil.rmtree(prepared / folder / case.case_id, ignore_errors=True)
+        record = prepare_case(case, data, prepared / "staging", task["config_hash"])
+        write_json(prepared / "qc" / f"{case.case_id}.json", record)
+    except Exception as exc:  # noqa: BLE001 -- e.g. a full disk: reported for this case, redone next time
+        record = invalid_record(base_record(case, data), exc)
     return record
+
+
+def _task_failed(task: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """The record of a case whose worker process died (killed, out of memory): invalid, redone next time."""
+    case = RawCase(task["id"], Path(task["path"]), task["patient"], task["timepoint"])
+    return invalid_record(base_record(case, DataConfig.model_validate(task["data"])), exc)
 
 
 # -------------------------------------------------------------------------------------- the stage
@@ -225,6 +309,11 @@ def prepare(cfg: Config, raw_dir: str | Path | None = None, progress: bool = Tru
     Returns:
         counts of cases, QC outcomes and split sizes.
     """
+    with run_lock(cfg.paths.root, "prepare", clean=[cfg.paths.prepared]):
+        return _prepare_locked(cfg, raw_dir, progress)
+
+
+def _prepare_locked(cfg: Config, raw_dir: str | Path | None, progress: bool) -> PrepareSummary:
     start = time.perf_counter()
     raw = resolve_raw_dir(cfg, raw_dir, progress)
     cases, skipped_folders = discover_cases(raw)
@@ -243,7 +332,10 @@ def prepare(cfg: Config, raw_dir: str | Path | None = None, progress: bool = Tru
          "data": cfg.data.model_dump(mode="json"), "prepared": str(prepared), "config_hash": cfg.hash}
         for c in todo
     ]  # fmt: skip
-    for record in parallel_map(_case_task, tasks, cfg.data.workers, "prepare cases", progress):
+    results = parallel_map(
+        _case_task, tasks, cfg.data.workers, "prepare cases", progress, on_error=_task_failed
+    )
+    for record in results:
         records[record["id"]] = record
     ordered = [records[c.case_id] for c in cases]
     split, missing = assign_splits(cfg, ordered)

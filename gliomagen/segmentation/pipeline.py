@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from gliomagen.cases import load_mask
 from gliomagen.config import Config, ConfigError, SegConfiguration
 from gliomagen.io import provenance, read_json, write_csv, write_json
+from gliomagen.locks import run_lock
 from gliomagen.segmentation import hq as hq_mod
 from gliomagen.segmentation.export import (
     FILE_ENDING,
@@ -191,11 +192,14 @@ def segment(cfg: Config, configuration: str | None = None, skip_training: bool =
         if _needs_hq(conf) and hq_ranking is None:
             assert base_conf is not None
             base_plan = base_plan or plan_configuration(cfg, base_conf)
-            hq_ranking = compute_hq(cfg, base_plan, skip_training)
+            with run_lock(cfg.paths.root, f"segment-{base_conf.name}"):  # its model must not change meanwhile
+                hq_ranking = compute_hq(cfg, base_plan, skip_training)
             timings["hq_scoring_s"] = round(time.perf_counter() - t0, 2)
             t0 = time.perf_counter()
         plans_from = _plans_source(cfg, conf, first_planned)
-        plan, timing = run_configuration(cfg, conf, hq_ranking, skip_training, plans_from)
+        # one process per data mix at a time (export, training, prediction); others may run in parallel
+        with run_lock(cfg.paths.root, f"segment-{conf.name}", clean=[cfg.paths.nnunet]):
+            plan, timing = run_configuration(cfg, conf, hq_ranking, skip_training, plans_from)
         first_planned = first_planned or plan.dataset_name
         if conf is base_conf:
             base_plan = plan

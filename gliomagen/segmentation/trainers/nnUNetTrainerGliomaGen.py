@@ -6,12 +6,18 @@ This subclass changes nothing but the number of epochs and iterations, taken fro
 (so the smoke profile can train a few iterations on a CPU with the same code), and seeds Python, NumPy
 and torch from ``GLIOMAGEN_NNUNET_SEED`` so that a run with single-threaded augmentation
 (``nnUNet_n_proc_DA=0``) is repeatable. With the paper's values it trains exactly like ``nnUNetTrainer``.
+
+Two things make a killed training safe to resume: checkpoints are written atomically (temp file + rename, so
+a kill mid-save never leaves a truncated ``checkpoint_latest.pth``) with a sha256 record beside them
+(:func:`gliomagen.segmentation.nnunet.record_checkpoint`), and ``checkpoint_latest.pth`` is written every
+``GLIOMAGEN_NNUNET_SAVE_EVERY`` epochs (``segment.checkpoint_every``; nnU-Net's default is 50).
 """
 
 from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,3 +49,17 @@ class nnUNetTrainerGliomaGen(nnUNetTrainer):  # noqa: N801 -- nnU-Net finds trai
         self.num_val_iterations_per_epoch = _env_int(
             "GLIOMAGEN_NNUNET_VAL_ITERATIONS", self.num_val_iterations_per_epoch
         )
+        self.save_every = _env_int("GLIOMAGEN_NNUNET_SAVE_EVERY", self.save_every)
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temp file, recorded (sha256) and renamed into place."""
+        from gliomagen.io import atomic_path, file_sha256
+        from gliomagen.segmentation.nnunet import record_checkpoint
+
+        if self.local_rank != 0 or self.disable_checkpointing:
+            super().save_checkpoint(filename)  # nnU-Net's own no-op / log message
+            return
+        target = Path(filename)
+        with atomic_path(target) as tmp:
+            super().save_checkpoint(str(tmp))
+            record_checkpoint(target, file_sha256(tmp))  # before the rename: see record_checkpoint

@@ -184,6 +184,17 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
         )
 
 
+def _shard_text(text: str) -> str:
+    """Check ``--shard i/n`` while parsing, so a bad value stops at once with exit code 2."""
+    from gliomagen.generate import parse_shard  # only imported when --shard is given (it imports torch)
+
+    try:
+        parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -203,17 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = _config_from(args)
         if args.command == "config":
-def _shard_text(text: str) -> str:
-    """Check ``--shard i/n`` while parsing, so a bad value stops at once with exit code 2."""
-    from gliomagen.generate import parse_shard  # only imported when --shard is given (it imports torch)
-
-    try:
-        parse_shard(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
             import yaml
 
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
@@ -237,6 +237,9 @@ def _shard_text(text: str) -> str:
     except ConfigError as exc:
         print(f"gliomagen: configuration error: {exc}", file=sys.stderr)
         return 2
+    except InputError as exc:  # a bad file, a busy run folder, a bad option: the message says which
+        print(f"gliomagen: {exc}", file=sys.stderr)
+        return 2
     except StageNotBuilt as exc:
         print(f"gliomagen: {exc}", file=sys.stderr)
         return 3
@@ -247,6 +250,3 @@ def _shard_text(text: str) -> str:
 
 if __name__ == "__main__":
     sys.exit(main())
-    except InputError as exc:  # a bad file, a busy run folder, a bad option: the message says which
-        print(f"gliomagen: {exc}", file=sys.stderr)
-        return 2

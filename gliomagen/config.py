@@ -424,9 +424,9 @@ class SegmentConfig(_Section):
         1.0, gt=0, le=1
     )  # scales the planned U-Net's features_per_stage (smoke: tiny)
     cpu_threads: int = Field(0, ge=0)  # torch/OpenMP threads of an nnU-Net process on CPU; 0 = torch default
+    checkpoint_every: int = Field(50, ge=1)  # epochs between nnU-Net's checkpoint_latest.pth (its save_every)
     include_head: bool = True
     hq_count: int = Field(598, ge=0)
-    checkpoint_every: int = Field(50, ge=1)  # epochs between nnU-Net's checkpoint_latest.pth (its save_every)
     hq_score: Literal["segmentation_agreement"] = "segmentation_agreement"
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
@@ -519,8 +519,6 @@ class Config(_Section):
     figures: FiguresConfig = FiguresConfig()
     reader_study: ReaderStudyConfig = ReaderStudyConfig()
 
-    @property
-    def paths(self) -> RunPaths:
     @model_validator(mode="after")
     def _cross_section_rules(self) -> Config:
         """Rules between sections that would otherwise fail only hours later, in the stage that uses them."""
@@ -556,6 +554,8 @@ class Config(_Section):
             raise ValueError("; ".join(problems))
         return self
 
+    @property
+    def paths(self) -> RunPaths:
         """The run's folder layout (see :class:`gliomagen.paths.RunPaths`)."""
         return RunPaths(resolve_path(self.run_dir.format(profile=self.profile)))
 

@@ -562,7 +562,8 @@ def plot_augmentation_examples(cfg: Config, aug_ids: Sequence[str] | None = None
         n: number of rows when ``aug_ids`` is not given.
     """
     import matplotlib.pyplot as plt
-    from matplotlib.colors import ListedColormap
+
+    from gliomagen.figures.palette import label_cmap
 
     frame = read_manifest(cfg)
     accepted = frame[frame["status"] == "accepted"]
@@ -572,8 +573,7 @@ def plot_augmentation_examples(cfg: Config, aug_ids: Sequence[str] | None = None
         raise ValueError(f"no accepted augmented masks in {cfg.paths.augmented / 'manifest.csv'}")
     tumour = [lab.value for lab in cfg.tumour_labels]
     values = [lab.value for lab in cfg.data.labels]
-    colours = ["#000000", "#3a3a3a", "#1f77b4", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b"]
-    cmap = ListedColormap(colours[: max(values) + 1])
+    cmap, _ = label_cmap(cfg)  # the project's label colours (gliomagen/figures/palette.py)
     fig, axes = plt.subplots(len(aug_ids), 3, figsize=(9, 3 * len(aug_ids)), squeeze=False)
     by_id = frame.set_index("aug_id")
     sources = {p.name: p for p in training_mask_dirs(cfg)}

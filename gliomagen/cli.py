@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Each command prints its own help: gliomagen <command> --help",
     )
     parser.add_argument("--version", action="version", version=f"gliomagen {__version__}")
+    # the common options are accepted before the verb too (`gliomagen --profile paper train`)
+    parser.add_argument("--profile", dest="top_profile", default=None, help="same as <command> --profile")
+    parser.add_argument("--set", dest="top_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="same as <command> --set")  # fmt: skip
+    parser.add_argument("--run-dir", dest="top_run_dir", default=None, help="same as <command> --run-dir")
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
 
     p = sub.add_parser(
@@ -116,8 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("config", help="print the resolved configuration and its hash")
     _common(p)
 
+    from gliomagen.runner import STAGE_IO
+
     for name, (_, _issue, help_text) in STAGES.items():
-        p = sub.add_parser(name, help=help_text, description=f"{help_text[0].upper()}{help_text[1:]}.")
+        reads, writes = STAGE_IO.get(name, ("", ""))
+        p = sub.add_parser(
+            name,
+            help=help_text,
+            description=f"{help_text}.\n\nreads:  {reads}\nwrites: {writes}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         _common(p)
         _stage_arguments(name, p)
     return parser
@@ -169,6 +182,12 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--skip-training", action="store_true", help="only export datasets and evaluate")
     elif name == "augment":
         p.add_argument("--limit", type=int, default=None, help="augment only the first N training masks")
+    elif name == "figures":
+        p.add_argument(
+            "--no-publish",
+            action="store_true",
+            help="only write <run>/figures and <run>/paper_generated; leave the published copy alone",
+        )
     elif name == "fidelity":
         p.add_argument("--force", action="store_true", help="recompute even if fidelity.json is up to date")
     elif name == "reader-study":
@@ -207,9 +226,21 @@ def _config_from(args: argparse.Namespace) -> Config:
     return load_config(args.profile, args.overrides, run_dir=args.run_dir)
 
 
+def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices[command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.top_profile is not None:
+        verb_default = _subparser(parser, args.command).get_default("profile")
+        if args.profile not in (verb_default, args.top_profile):
+            parser.error(f"--profile given twice ({args.top_profile} and {args.profile}); give it once")
+        args.profile = args.top_profile
+    args.overrides = args.top_overrides + args.overrides
+    args.run_dir = args.run_dir or args.top_run_dir
     _setup_logging(getattr(args, "verbose", False))
     try:
         cfg = _config_from(args)
@@ -229,8 +260,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                 start=args.start,
                 stop=args.stop,
                 cell_timeout=args.timeout,
+                progress=True,
             )
             return 0 if result.ok else 1
+        from gliomagen.runner import first_missing_stage
+
+        val_only = args.command == "generate" and getattr(args, "which", None) == "val"
+        needs: tuple[str, ...] | None = ("train",) if val_only else None
+        if args.command == "generate" and cfg.generate.checkpoint not in ("best", "last"):
+            # an explicit checkpoint file (e.g. imported weights) needs no training in this run
+            needs = ("prepare",) if val_only else ("prepare", "augment")
+        missing = first_missing_stage(cfg, args.command, needs)
+        if missing is not None:
+            print(
+                f"gliomagen: {args.command} needs the outputs of `gliomagen {missing}`, which are not in "
+                f"{cfg.paths.root}: run `gliomagen {missing}` first (with the same --profile/--run-dir)",
+                file=sys.stderr,
+            )
+            return 2
         entry = _load_entry(args.command)
         entry(cfg, args)
         return 0

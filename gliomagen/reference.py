@@ -1,8 +1,8 @@
 """The original paper's reported numbers (GliomaGen poster, Figs. 11 and 13), for side-by-side tables.
 
 These are *reported* values, never results of this artifact; every table that shows them labels them as
-"paper (reported)". The "±" of the fidelity table is the original's own spread (see PAPER.md §5): for
-MS-SSIM the SD over slices, for FID/KID the spread of paired per-slice feature distances.
+"paper (reported)". The "±" of the fidelity table is the original's own spread (docs/flaws.md, "Fidelity"):
+for MS-SSIM the SD over slices, for FID/KID the spread of paired per-slice feature distances.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ PAPER_MIX_ORDER: tuple[str, ...] = (
     "617 real + 598 HQ synthetic",
 )
 
-#: Dataset and training facts quoted in tables (PAPER.md §1-4).
+#: Dataset and training facts quoted in tables (docs/method.md).
 PAPER_FACTS: dict[str, float] = {
     "train_scans": 1235,
     "val_scans": 48,

@@ -1,23 +1,140 @@
-"""Execute the Jupytext notebooks in order with papermill (the ``gliomagen reproduce`` command).
+"""Execute the Jupytext notebooks in order with papermill (the ``gliomagen reproduce`` command), and the
+stage order that the CLI enforces.
 
 Each ``notebooks/NN_name.py`` (Jupytext percent format) is converted in memory with jupytext and executed
 with papermill on the ``python3`` kernel, with ``profile``, ``overrides`` and ``run_dir`` injected into the
 cell tagged ``parameters``. Executed notebooks are written to ``<run-dir>/notebooks/``. The first failure
 stops the run and is reported with the notebook and the failing cell.
+
+Progress: the terminal shows one papermill progress bar per notebook (cells done, elapsed, ETA); everything
+the notebooks print (including each stage's own progress bars) goes to ``<run-dir>/logs/reproduce.log``
+together with the runner's messages. The kernel talks to papermill over IPC sockets in a private temporary
+folder, not over unencrypted TCP.
+
+:data:`STAGE_OUTPUTS` names the outputs that show a stage has run and :data:`STAGE_NEEDS` the stages each one
+reads from; :func:`first_missing_stage` is what ``gliomagen <stage>`` checks before it starts.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
-from gliomagen.config import load_config
+from gliomagen.config import Config, load_config
 from gliomagen.paths import NOTEBOOK_DIR, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
+
+#: pipeline stages in order, each with the outputs (relative to the run folder, glob patterns allowed) that
+#: show it has run; a stage's other outputs are its own business
+STAGE_OUTPUTS: dict[str, Callable[[Config], list[Path]]] = {
+    "prepare": lambda cfg: [cfg.paths.cases_csv],
+    "train": lambda cfg: [cfg.paths.checkpoints / "*.pt", cfg.paths.training / "train_log.csv"],
+    "augment": lambda cfg: [cfg.paths.augmented / "manifest.csv"],
+    "generate": lambda cfg: [cfg.paths.synthetic / "manifest.csv"],
+    "fidelity": lambda cfg: [cfg.paths.metrics / "fidelity.json"],
+    "segment": lambda cfg: [cfg.paths.metrics / "segmentation.json"],
+}
+#: the stages whose outputs a stage reads (direct needs; :func:`first_missing_stage` follows them down)
+STAGE_NEEDS: dict[str, tuple[str, ...]] = {
+    "train": ("prepare",),
+    "augment": ("prepare",),
+    "generate": ("train", "augment"),
+    "fidelity": ("generate",),
+    "segment": ("prepare", "generate"),
+    # the kit reads prepared/val and synthetic/val; the stage itself names a missing synthetic volume
+    "reader-study": ("prepare",),
+}
+#: what each CLI verb reads and writes (shown by ``gliomagen <verb> --help``)
+STAGE_IO: dict[str, tuple[str, str]] = {
+    "phantom": ("nothing (built from nilearn's bundled MNI152 template)", "<run>/raw/ (or --out)"),
+    "prepare": (
+        "the raw BraTS-layout folder (data.raw_dir, --raw-dir; smoke: <run>/raw/)",
+        "<run>/prepared/{train,val,excluded}/, prepared/cases.csv, prepared/qc_report.md",
+    ),
+    "train": (
+        "<run>/prepared/ (from `gliomagen prepare`)",
+        "<run>/checkpoints/*.pt, <run>/training/ (loss CSVs, TensorBoard, previews)",
+    ),
+    "augment": (
+        "<run>/prepared/train/ masks (from `gliomagen prepare`)",
+        "<run>/augmented_masks/ and its manifest.csv",
+    ),
+    "generate": (
+        "<run>/checkpoints/ (from `gliomagen train`), validation masks, <run>/augmented_masks/ "
+        "(from `gliomagen augment`)",
+        "<run>/synthetic/{val,train}/ and synthetic/manifest.csv",
+    ),
+    "fidelity": (
+        "<run>/prepared/val/ and <run>/synthetic/val/ (from `gliomagen generate`)",
+        "<run>/metrics/fidelity*.json|csv",
+    ),
+    "segment": (
+        "<run>/prepared/ and <run>/synthetic/ (from `gliomagen prepare` and `gliomagen generate`)",
+        "<run>/nnunet/ (datasets, models, predictions), <run>/metrics/segmentation*.json|csv",
+    ),
+    "figures": (
+        "every stage's outputs in <run>/",
+        "<run>/figures/, <run>/paper_generated/; then, if the run is complete, the published copy "
+        "figures/<profile>/ and paper/generated/<profile>/",
+    ),
+    "import-weights": (
+        "the original's released checkpoint (SRC, a .pt with step, model, ema; loaded without running code)",
+        "a project checkpoint (--out) for the paper network",
+    ),
+    "sample": (
+        "one mask file (--mask) and a checkpoint (--checkpoint, default: the run's generate.checkpoint)",
+        "the four generated modalities in the mask's geometry, in --out",
+    ),
+    "reader-study": (
+        "<run>/prepared/val/ and <run>/synthetic/ (from `gliomagen generate`); answers for `score`",
+        "<run>/reader_study/ (kit, key, scores)",
+    ),
+}
+
+
+def missing_outputs(cfg: Config, stage: str) -> list[str]:
+    """The outputs of ``stage`` that do not exist in the run folder (glob patterns must match a file)."""
+    missing = []
+    for pattern in STAGE_OUTPUTS[stage](cfg):
+        found = any(pattern.parent.glob(pattern.name)) if "*" in pattern.name else pattern.is_file()
+        if not found:
+            missing.append(str(pattern))
+    return missing
+
+
+def first_missing_stage(cfg: Config, stage: str, needs: tuple[str, ...] | None = None) -> str | None:
+    """The earliest stage that ``stage`` needs (directly or through another stage) that has not run.
+
+    Args:
+        cfg: run configuration (the run folder).
+        stage: the CLI verb about to run.
+        needs: its direct needs when they differ from :data:`STAGE_NEEDS` (``generate --which val`` needs no
+            augmented masks).
+    """
+    needed: list[str] = []
+
+    def walk(direct: tuple[str, ...]) -> None:
+        for need in direct:
+            walk(STAGE_NEEDS.get(need, ()))
+            if need not in needed:
+                needed.append(need)
+
+    walk(STAGE_NEEDS.get(stage, ()) if needs is None else needs)
+    order = list(STAGE_OUTPUTS)
+    for need in sorted(needed, key=order.index):
+        if missing_outputs(cfg, need):
+            return need
+    return None
+
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.py$")
 EXPECTED_NOTEBOOKS: dict[int, str] = {
@@ -85,14 +202,56 @@ def _describe_cell(nb: object, index: int | None) -> str:
     return f"cell {index} ({first.strip()[:70]!r})"
 
 
+@contextlib.contextmanager
+def _ipc_kernel_config() -> Iterator[object]:
+    """A traitlets config that runs the kernel over IPC sockets in a private temporary folder.
+
+    jupyter's default is unencrypted TCP on localhost, and ipykernel warns about it at every start.
+    """
+    from traitlets.config import Config as TraitletsConfig
+
+    with tempfile.TemporaryDirectory(prefix="gliomagen-kernel-") as folder:
+        yield TraitletsConfig({"KernelManager": {"transport": "ipc", "ip": str(Path(folder) / "kernel")}})
+
+
+#: run right after the parameters cell when the runner writes a run log
+TEXT_PROGRESS = """\
+# injected by `gliomagen reproduce`: the stages' progress bars as text, so that they reach the run log
+# (runs/<profile>/logs/reproduce.log); opened in JupyterLab, a notebook shows them as widgets instead
+import tqdm.auto
+import tqdm.std
+
+tqdm.auto.tqdm = tqdm.std.tqdm"""
+
+
+def _text_progress_bars(nb: object) -> None:
+    """Insert :data:`TEXT_PROGRESS` after the ``parameters`` cell (before any stage module is imported)."""
+    import nbformat
+
+    cells = nb.cells  # type: ignore[attr-defined]
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    cells.insert(at, nbformat.v4.new_code_cell(TEXT_PROGRESS, metadata={"tags": ["injected-by-gliomagen"]}))
+
+
 def execute_notebook(
     source: Path,
     output: Path,
     parameters: dict[str, object],
     cwd: Path = PROJECT_ROOT,
     cell_timeout: int | None = None,
+    progress: bool = False,
+    log_file: TextIO | None = None,
 ) -> None:
     """Convert one Jupytext ``.py`` notebook and execute it with papermill.
+
+    Args:
+        source: the ``.py`` notebook.
+        output: the executed ``.ipynb``.
+        parameters: values injected into the ``parameters`` cell.
+        cwd: working directory of the kernel.
+        cell_timeout: per-cell timeout in seconds.
+        progress: show papermill's progress bar (cells done, ETA) on the terminal.
+        log_file: where the notebook's own stdout/stderr go while it runs (the run log).
 
     Raises:
         NotebookFailed: naming the notebook and the failing cell.
@@ -106,19 +265,27 @@ def execute_notebook(
         raise NotebookFailed(
             f"{source.name}: no cell is tagged 'parameters' (add `# %% tags=[\"parameters\"]`)"
         )
+    if log_file is not None:
+        _text_progress_bars(nb)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp_out = output.with_name(f".{output.stem}.partial.ipynb")
+    # papermill logs its own chatter (input/output names) at INFO; the runner says what matters
+    logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
-        papermill.execute_notebook(
-            nb,
-            str(tmp_out),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(cwd),
-            progress_bar=False,
-            log_output=False,
-            execution_timeout=cell_timeout,
-        )
+        with _ipc_kernel_config() as kernel_config:
+            papermill.execute_notebook(
+                nb,
+                str(tmp_out),
+                parameters=parameters,
+                kernel_name="python3",
+                cwd=str(cwd),
+                progress_bar={"desc": source.stem, "unit": "cell", "file": sys.stderr} if progress else False,
+                log_output=False,
+                stdout_file=log_file,
+                stderr_file=log_file,
+                execution_timeout=cell_timeout,
+                config=kernel_config,
+            )
     except PapermillExecutionError as exc:
         executed = _read_partial(tmp_out)
         # papermill inserts an error banner cell and the injected-parameters cell; map back by execution count.
@@ -155,6 +322,34 @@ class NotebookFailed(RuntimeError):
     pass
 
 
+def _previous_seconds(path: Path) -> dict[str, float]:
+    from gliomagen.io import read_json
+
+    try:
+        return {str(k): float(v) for k, v in read_json(path).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+@contextlib.contextmanager
+def _run_log(path: Path) -> Iterator[TextIO]:
+    """Append to the run log; the runner's log records go there too (with their time stamps)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as stream:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        root = logging.getLogger("gliomagen")
+        level = root.level
+        if root.getEffectiveLevel() > logging.INFO:
+            root.setLevel(logging.INFO)
+        root.addHandler(handler)
+        try:
+            yield stream
+        finally:
+            root.removeHandler(handler)
+            root.setLevel(level)
+
+
 def run_notebooks(
     profile: str = "smoke",
     overrides: list[str] | None = None,
@@ -163,6 +358,7 @@ def run_notebooks(
     stop: int | None = None,
     notebook_dir: Path = NOTEBOOK_DIR,
     cell_timeout: int | None = None,
+    progress: bool = False,
 ) -> RunResult:
     """Run notebooks ``start..stop`` in order; print a summary table; stop at the first failure.
 
@@ -174,7 +370,13 @@ def run_notebooks(
         stop: last notebook number (default: the last one expected or found).
         notebook_dir: where the Jupytext notebooks are.
         cell_timeout: per-cell timeout in seconds.
+        progress: a progress bar per notebook on the terminal (``gliomagen reproduce`` turns it on).
+
+    Everything the notebooks print goes to ``<run>/logs/reproduce.log``; the seconds each notebook took are
+    kept in ``<run>/logs/notebook_seconds.json`` and shown as the expected time of the next run.
     """
+    from gliomagen.io import write_json
+
     overrides = list(overrides or [])
     cfg = load_config(profile, overrides, run_dir=run_dir)  # fail fast on a bad config
     out_dir = cfg.paths.notebooks
@@ -185,37 +387,65 @@ def run_notebooks(
     parameters = {"profile": profile, "overrides": overrides, "run_dir": str(cfg.paths.root)}
     result = RunResult()
     failed = False
-    log.info("reproducing profile %r (config %s) into %s", cfg.profile, cfg.hash, cfg.paths.root)
-    for number in numbers:
-        name = found[number].stem if number in found else EXPECTED_NOTEBOOKS.get(number, f"{number:02d}")
-        if failed:
-            result.results.append(NotebookResult(number, name, "not run"))
-            continue
-        if number not in found:
-            result.results.append(
-                NotebookResult(number, name, "missing", message=f"notebooks/{name}.py does not exist")
+    log_path = cfg.paths.logs / "reproduce.log"
+    seconds_path = cfg.paths.logs / "notebook_seconds.json"
+    previous = _previous_seconds(seconds_path)
+    with _run_log(log_path) as log_stream:
+        log.info("reproducing profile %r (config %s) into %s", cfg.profile, cfg.hash, cfg.paths.root)
+        print(f"run log (everything the notebooks print): {log_path}", file=sys.stderr)
+        for position, number in enumerate(numbers, start=1):
+            name = found[number].stem if number in found else EXPECTED_NOTEBOOKS.get(number, f"{number:02d}")
+            if failed:
+                result.results.append(NotebookResult(number, name, "not run"))
+                continue
+            if number not in found:
+                result.results.append(
+                    NotebookResult(number, name, "missing", message=f"notebooks/{name}.py does not exist")
+                )
+                failed = True
+                continue
+            output = out_dir / f"{name}.ipynb"
+            expected = f" (took {previous[name]:.0f} s last time)" if name in previous else ""
+            # the terminal gets one line per notebook (then papermill's bar); the log gets the same line
+            print(f"[{position}/{len(numbers)}] {found[number].name}{expected}", file=sys.stderr, flush=True)
+            log_stream.write(
+                f"{time.strftime('%H:%M:%S')} [{position}/{len(numbers)}] executing {found[number].name}{expected}"
+                f"\n===== {found[number].name} =====\n"
             )
-            failed = True
-            continue
-        output = out_dir / f"{name}.ipynb"
-        log.info("executing %s", found[number].name)
-        t0 = time.perf_counter()
-        try:
-            execute_notebook(found[number], output, parameters, cell_timeout=cell_timeout)
-        except NotebookFailed as exc:
-            result.results.append(
-                NotebookResult(number, name, "failed", time.perf_counter() - t0, None, str(exc))
-            )
-            failed = True
-            continue
-        result.results.append(NotebookResult(number, name, "ok", time.perf_counter() - t0, output))
+            log_stream.flush()
+            t0 = time.perf_counter()
+            try:
+                execute_notebook(
+                    found[number],
+                    output,
+                    parameters,
+                    cell_timeout=cell_timeout,
+                    progress=progress,
+                    log_file=log_stream,
+                )
+            except NotebookFailed as exc:
+                seconds = time.perf_counter() - t0
+                log.error("%s failed after %.0f s: %s", found[number].name, seconds, exc)
+                result.results.append(NotebookResult(number, name, "failed", seconds, None, str(exc)))
+                failed = True
+                continue
+            seconds = time.perf_counter() - t0
+            log.info("%s finished in %.0f s", found[number].name, seconds)
+            previous[name] = round(seconds, 1)
+            write_json(seconds_path, previous)
+            result.results.append(NotebookResult(number, name, "ok", seconds, output))
+        log_stream.write("\n" + result.table() + "\n")
     print(result.table())
     if result.ok:
+        from gliomagen.figures.publish import run_figures_dir, run_tables_dir
+
         print(
             f"\nAll notebooks ran.\n  executed notebooks: {out_dir}\n  run outputs:        {cfg.paths.root}\n"
-            f"  figures:            {cfg.figures_dir}\n  paper tables:       {cfg.tables_dir}\n"
+            f"  run log:            {log_path}\n"
+            f"  this run's figures: {run_figures_dir(cfg)}\n  this run's tables:  {run_tables_dir(cfg)}\n"
+            f"  published copy:     {cfg.figures_dir}, {cfg.tables_dir}\n"
             f"  manuscript:         make paper PROFILE={cfg.profile}"
         )
     else:
-        print("\nReproduction did NOT complete; see the failed or missing notebook above.")
+        print(f"\nReproduction did NOT complete; see the failed or missing notebook above and {log_path}.")
     return result

@@ -71,8 +71,8 @@ volumes.groupby(["label", "split"])["ml"].describe()[["count", "mean", "50%", "m
 
 # %% [markdown]
 # ## The head label, before and after
-# The rule of PAPER.md §1 applied once per scan to `data.head.source`: Otsu threshold → closing → hole
-# filling → largest component → background inside it becomes *head*; tumour labels are kept.
+# The rule of docs/method.md ("Data") applied once per scan to `data.head.source`: Otsu threshold →
+# closing → hole filling → largest component → background inside it becomes *head*; tumour labels are kept.
 
 # %%
 first = table[table["split"] == "train"]["source"].iloc[0]

@@ -12,11 +12,15 @@
 
 # %% [markdown]
 # # 07 · Figures and tables
-# Regenerates every figure and table of the paper (PAPER.md §7) from this run's own outputs: figures go to
-# `figures/<profile>/` (PNG and PDF), tables to `paper/generated/<profile>/` (LaTeX and Markdown, each
-# stamped with the hashes of the metrics files it was made from), and the key numbers to
-# `paper/generated/<profile>/numbers.tex`, which the manuscript in `paper/` includes. Where the original
-# reported a value, ours stands beside it with the profile named. The logic is in `gliomagen/figures/`.
+# Regenerates every figure and table of the paper (docs/method.md, "Figures and tables") from this run's own
+# outputs, into the run folder: figures to `<run>/figures/` (PNG and PDF), tables to `<run>/paper_generated/`
+# (LaTeX and Markdown, each stamped with the hashes of the metrics files it was made from), and the key
+# numbers to `<run>/paper_generated/numbers.tex`. Every file names its run (profile, config hash) in a footer
+# and in its metadata. Where the original reported a value, ours stands beside it with the profile named.
+#
+# At the end the run is **published**: copied as a whole to `figures/<profile>/` and
+# `paper/generated/<profile>/`, which the manuscript in `paper/` includes, with `PUBLISHED.json` naming the
+# run. A run whose stages are incomplete is never published. The logic is in `gliomagen/figures/`.
 
 # %% tags=["parameters"]
 profile = "smoke"
@@ -32,6 +36,7 @@ from gliomagen.config import load_config
 from gliomagen.figures import ARTIFACTS, raise_on_failures, regenerate
 from gliomagen.figures.export import stale_outputs
 from gliomagen.figures.numbers import collect_numbers
+from gliomagen.figures.publish import publish, run_figures_dir, run_tables_dir
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
@@ -46,7 +51,8 @@ pd.DataFrame([{"name": a.name, "kind": a.kind, "paper": a.paper_ref, "from": a.n
 manifest = regenerate(cfg)
 display(manifest[["name", "kind", "paper", "status", "message"]])
 raise_on_failures(manifest)
-assert not stale_outputs(cfg.tables_dir, cfg.paths.root), stale_outputs(cfg.tables_dir, cfg.paths.root)
+figures_dir, tables_dir = run_figures_dir(cfg), run_tables_dir(cfg)
+assert not stale_outputs(tables_dir, cfg.paths.root), stale_outputs(tables_dir, cfg.paths.root)
 
 # %% [markdown]
 # ## Tables (as they appear in the paper)
@@ -54,7 +60,7 @@ assert not stale_outputs(cfg.tables_dir, cfg.paths.root), stale_outputs(cfg.tabl
 # %%
 for art in ARTIFACTS:
     if art.kind == "table":
-        text = (cfg.tables_dir / f"{art.name}.md").read_text().split("\n", 1)[1]
+        text = (tables_dir / f"{art.name}.md").read_text().split("\n", 1)[1]
         display(Markdown(f"### {art.name} — {art.paper_ref}\n{text}"))
 
 # %% [markdown]
@@ -70,8 +76,19 @@ pd.Series(collect_numbers(cfg), name="value").to_frame()
 for art in ARTIFACTS:
     if art.kind == "figure":
         display(Markdown(f"### {art.name} — {art.paper_ref}"))
-        display(Image(filename=str(cfg.figures_dir / f"{art.name}.png"), width=900))
+        display(Image(filename=str(figures_dir / f"{art.name}.png"), width=900))
 plt.close("all")
+
+# %% [markdown]
+# ## Publish this run
+# Copies the run's figures and tables, as a whole, to the folders the manuscript includes. `publish`
+# refuses (and changes nothing) if a stage's outputs are missing, a figure or table could not be made, or a
+# table's sources changed since it was written.
+
+# %%
+record = publish(cfg)
 print(
-    f"figures: {cfg.figures_dir}\ntables:  {cfg.tables_dir}\nbuild the manuscript with: make paper PROFILE={cfg.profile}"
+    f"published run {record['run_dir']} (config {record['config_hash']})\n"
+    f"figures: {cfg.figures_dir}\ntables:  {cfg.tables_dir}\n"
+    f"build the manuscript with: make paper PROFILE={cfg.profile}"
 )

@@ -66,3 +66,23 @@ def test_ci_calls_make_test() -> None:
 def test_readme_starts_with_the_two_commands() -> None:
     head = "\n".join((PROJECT_ROOT / "README.md").read_text().splitlines()[:25])
     assert "make reproduce" in head and "make test" in head
+
+
+def test_make_test_does_not_skip_the_browser_test_silently() -> None:
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    test_rule = re.search(r"^test:(.*)\n((?:\t.*\n)+)", makefile, re.M)
+    assert test_rule and "chromium" in test_rule.group(1)  # installs it (or says so) first
+    assert "-rs" in test_rule.group(2)  # pytest lists every skipped test with its reason
+    chromium_rule = makefile.split("\nchromium:", 1)[1].split("\n\n", 1)[0]
+    assert "apt-get install" in chromium_rule and "SKIPPED" in chromium_rule
+
+
+def test_make_lab_starts_at_the_repository_root() -> None:
+    makefile = (PROJECT_ROOT / "Makefile").read_text()
+    lab = makefile.split("\nlab:", 1)[1].split("\n\n", 1)[0]
+    assert "jupyter lab" in lab and 'root_dir="$(CURDIR)"' in lab
+
+
+def test_ipywidgets_is_a_dependency() -> None:
+    # without it tqdm's notebook bars fall back to a warning ("IProgress not found") in every notebook
+    assert any(d.startswith("ipywidgets") for d in PYPROJECT["project"]["dependencies"])

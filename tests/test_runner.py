@@ -53,6 +53,33 @@ def test_runner_injects_parameters_and_reports_failing_cell(tmp_path: Path) -> N
     assert (run_dir / "notebooks" / "01_first.ipynb").is_file()
     assert (run_dir / "notebooks" / "02_second.FAILED.ipynb").is_file()
     assert not result.ok
+    # the run log holds the runner's messages and what the notebooks printed (the traceback included)
+    log_text = (run_dir / "logs" / "reproduce.log").read_text()
+    assert "[1/3] executing 01_first.py" in log_text and "===== 02_second.py =====" in log_text
+    assert "boom in second" in log_text and "02_second.py failed" in log_text
+    assert "running over TCP" not in log_text  # the kernel talks over IPC
+
+
+@pytest.mark.slow
+def test_runner_prints_progress_and_remembers_seconds(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    body = "\n# %%\nfrom tqdm.auto import tqdm\nfor _ in tqdm(range(2), desc='toy stage'):\n    pass\nprint('printed by the notebook')\n"
+    _write(nbdir, "01_first.py", body)
+    run_dir = tmp_path / "run"
+    for _ in range(2):
+        result = run_notebooks("smoke", run_dir=run_dir, start=1, stop=1, notebook_dir=nbdir, progress=True)
+        assert result.ok
+    err = capsys.readouterr().err
+    assert "[1/1] 01_first.py" in err and "took" in err  # the second run shows the first run's time
+    assert "01_first:" in err and "cell" in err  # papermill's progress bar, named by the notebook
+    log_text = (run_dir / "logs" / "reproduce.log").read_text()
+    assert "printed by the notebook" in log_text
+    assert "toy stage: 100%" in log_text  # the stage's own bar, as text, not an ipywidget
+    assert "IProgress not found" not in log_text
+    assert json.loads((run_dir / "logs" / "notebook_seconds.json").read_text())["01_first"] > 0
 
 
 def test_missing_notebook_is_reported_not_skipped(tmp_path: Path) -> None:

@@ -7,20 +7,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 
 from gliomagen.cases import load_case
 from gliomagen.config import MODALITIES, Config
 from gliomagen.data.head import head_steps, relabel
 from gliomagen.data.validate import RawCase, load_raw_case
-
-#: one colour per prepared label value (background transparent); head drawn faint
-LABEL_COLOURS = ["#00000000", "#4c72b066", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3"]
-
-
-def label_cmap(n: int) -> ListedColormap:
-    return ListedColormap(LABEL_COLOURS[:n])
+from gliomagen.figures.palette import add_label_legend, label_cmap
 
 
 def overview(table: pd.DataFrame) -> pd.DataFrame:
@@ -84,7 +77,7 @@ def plot_head_label(cfg: Config, case_dir: str | Path) -> Figure:
     )
     z = _lesion_slice(final)
     source = "t2f" if cfg.data.head.source == "multi" else cfg.data.head.source
-    n = max(lab.value for lab in cfg.data.labels) + 1
+    cmap, top = label_cmap(cfg)
     fig, axes = plt.subplots(1, 5, figsize=(13, 3.2))
     _show(axes[0], scan.images[source][:, :, z], f"{source} (raw)")
     _show(axes[1], steps["otsu"][:, :, z], f"Otsu ({cfg.data.head.source})")
@@ -94,15 +87,16 @@ def plot_head_label(cfg: Config, case_dir: str | Path) -> Figure:
         (axes[4], final, "after: + head label"),
     ):
         _show(ax, scan.images[source][:, :, z], title)
-        ax.imshow(np.rot90(mask[:, :, z]), cmap=label_cmap(n), vmin=0, vmax=n - 1, interpolation="nearest")
+        ax.imshow(np.rot90(mask[:, :, z]), cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
     fig.suptitle(f"Head label of {case_dir.name} (axial slice {z})", fontsize=10)
     fig.tight_layout()
+    add_label_legend(fig, cfg)
     return fig
 
 
 def plot_cases(cfg: Config, case_dirs: list[Path]) -> Figure:
     """The four prepared modalities and the mask overlay, one row per case (slice with most lesion)."""
-    n = max(lab.value for lab in cfg.data.labels) + 1
+    cmap, top = label_cmap(cfg)
     fig, axes = plt.subplots(len(case_dirs), 5, figsize=(11, 2.6 * len(case_dirs)), squeeze=False)
     for row, case_dir in zip(axes, case_dirs, strict=True):
         case = load_case(case_dir)
@@ -110,14 +104,7 @@ def plot_cases(cfg: Config, case_dirs: list[Path]) -> Figure:
         for ax, channel, name in zip(row, case.image, MODALITIES, strict=False):
             _show(ax, channel[:, :, z], f"{case.case_id[-9:]} {name}")
         _show(row[4], case.image[3][:, :, z], "t2f + mask")
-        row[4].imshow(
-            np.rot90(case.mask[:, :, z]), cmap=label_cmap(n), vmin=0, vmax=n - 1, interpolation="nearest"
-        )
-    handles = [
-        plt.Rectangle((0, 0), 1, 1, color=LABEL_COLOURS[lab.value]) for lab in cfg.data.labels if lab.value
-    ]
-    fig.legend(
-        handles, [lab.name for lab in cfg.data.labels if lab.value], loc="lower center", ncol=n, fontsize=8
-    )
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+        row[4].imshow(np.rot90(case.mask[:, :, z]), cmap=cmap, vmin=0, vmax=top, interpolation="nearest")
+    fig.tight_layout()
+    add_label_legend(fig, cfg)
     return fig

@@ -30,15 +30,10 @@ def _show(ax: plt.Axes, plane: np.ndarray, **kwargs: object) -> None:
 
 
 def mask_rgb(mask2d: np.ndarray, cfg: Config) -> np.ndarray:
-    """Colour image of a 2D mask (background black, head grey, tumour labels in tab10 colours)."""
-    rgb = np.zeros((*mask2d.shape, 3))
-    colours = plt.get_cmap("tab10")
-    for i, lab in enumerate(cfg.data.labels):
-        if lab.value == 0:
-            continue
-        colour = (0.35, 0.35, 0.35) if not lab.tumour else colours(i % 10)[:3]
-        rgb[mask2d == lab.value] = colour
-    return rgb
+    """Colour image of a 2D mask in the project's label colours (:mod:`gliomagen.figures.palette`)."""
+    from gliomagen.figures.palette import mask_rgb as palette_rgb
+
+    return palette_rgb(mask2d, cfg)
 
 
 def preview_figure(image: np.ndarray, mask: np.ndarray, cfg: Config, title: str = "") -> Figure:
@@ -102,6 +97,10 @@ def preview_grid(cfg: Config, max_rows: int = 6) -> Figure:
             if r == 0:
                 axes[r, c + 1].set_title(name)
     axes[0, 0].set_title("mask")
+    from gliomagen.figures.palette import add_label_legend
+
+    fig.tight_layout()
+    add_label_legend(fig, cfg)
     return _finish(fig)
 
 
@@ -176,3 +175,64 @@ def seconds_per_step_plot(cfg: Config) -> Figure:
     ax.set_ylabel("seconds per step")
     ax.legend()
     return _finish(fig)
+
+
+def state_times(timesteps: list[int] | np.ndarray | object, steps: list[int]) -> list[int]:
+    """The ``t`` that a recorded reverse-process state stands for.
+
+    A sampler's step ``i`` takes the sample at ``timesteps[i]`` to the next timestep, so the state recorded
+    after step ``i`` is at ``timesteps[i + 1]``, and after the last step at ``t = 0`` (the final sample).
+
+    Args:
+        timesteps: the sampler's timesteps, noisiest first.
+        steps: indices of the recorded steps.
+    """
+    ts = [int(t) for t in timesteps]  # type: ignore[attr-defined]
+    return [ts[i + 1] if i + 1 < len(ts) else 0 for i in steps]
+
+
+def process_figure(
+    forward: dict[int, np.ndarray],
+    reverse: list[tuple[int, np.ndarray]],
+    mask: np.ndarray,
+    cfg: Config,
+    reverse_label: str,
+    title: str,
+) -> Figure:
+    """The paper's forward/reverse process figure, one column per ``t`` so both rows share their times.
+
+    The forward row reads left to right (noise is added), the reverse row right to left (noise is removed,
+    ending in the final sample at ``t = 0`` in the first column).
+
+    Args:
+        forward: ``{t: 2D plane}`` of ``q(x_t | x_0)``.
+        reverse: ``(t, 2D plane)`` of the reverse run, ``t`` as :func:`state_times` gives it.
+        mask: the 2D conditioning mask plane.
+        cfg: run configuration (labels).
+        reverse_label: the sampler, e.g. ``"ddim, 10 steps"``.
+        title: figure title.
+    """
+    from gliomagen.figures.palette import add_label_legend, mask_rgb
+
+    times = sorted(set(forward) | {t for t, _ in reverse})
+    by_t = dict(reverse)
+    n = len(times)
+    fig, axes = plt.subplots(2, n + 1, figsize=(1.9 * (n + 1), 4.6), squeeze=False)
+    for r in range(2):
+        _show(axes[r, 0], mask_rgb(mask, cfg))
+    axes[0, 0].set_title("conditioning mask", fontsize=8)
+    for k, t in enumerate(times, start=1):
+        for r, plane in enumerate((forward.get(t), by_t.get(t))):
+            if plane is None:
+                axes[r, k].set_axis_off()
+                continue
+            _show(axes[r, k], plane, cmap="gray")
+        axes[0, k].set_title(f"t = {t}", fontsize=8)
+        axes[1, k].set_title("t = 0: final sample" if t == 0 else f"t = {t}", fontsize=8)
+    axes[0, 1].set_ylabel("forward q(x_t | x_0)\nadds noise  →", fontsize=8)
+    axes[1, 1].set_ylabel(f"reverse ({reverse_label})\n←  removes noise", fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    add_label_legend(fig, cfg)
+    plt.close(fig)
+    return fig

@@ -1,10 +1,13 @@
-"""Every figure and table of the paper (PAPER.md §7), regenerated from one run's outputs (notebook 07).
+"""Every figure and table of the paper (docs/method.md, "Figures and tables"), regenerated from one run's
+outputs (notebook 07).
 
 :data:`ARTIFACTS` lists them with the paper figure they correspond to, the notebook whose outputs they need,
-a function that makes them and the run files they are made from. :func:`regenerate` writes figures to
-``figures/<profile>/`` (PNG + PDF) and tables to ``paper/generated/<profile>/`` (LaTeX + Markdown), plus
-``numbers.tex`` (key numbers as macros for the manuscript) and an ``index.json`` manifest. Each table records
-the SHA-256 of its sources, so :func:`gliomagen.figures.export.stale_outputs` can tell a stale table.
+a function that makes them and the run files they are made from. :func:`regenerate` writes them into the run
+folder itself: figures to ``<run>/figures/`` (PNG + PDF) and tables to ``<run>/paper_generated/`` (LaTeX +
+Markdown), plus ``numbers.tex`` (key numbers as macros for the manuscript) and an ``index.json`` manifest.
+Each table records the SHA-256 of its sources, so :func:`gliomagen.figures.export.stale_outputs` can tell a
+stale table; every file names its run in a footer and in its metadata. :func:`gliomagen.figures.publish.publish`
+copies one complete run to ``figures/<profile>/`` and ``paper/generated/<profile>/``.
 """
 
 from __future__ import annotations
@@ -135,10 +138,18 @@ def _fig_training_progress(cfg: Config) -> Figure:
     return plots.preview_grid(cfg)
 
 
+def _with_legend(fig: Figure, cfg: Config) -> Figure:
+    """The label legend under a mask figure drawn by a stage module (colours: gliomagen.figures.palette)."""
+    from gliomagen.figures.palette import add_label_legend
+
+    add_label_legend(fig, cfg)
+    return fig
+
+
 def _fig_augmentation(cfg: Config) -> Figure:
     from gliomagen.augment import plot_augmentation_examples
 
-    return plot_augmentation_examples(cfg)
+    return _with_legend(plot_augmentation_examples(cfg), cfg)
 
 
 def _tab_augmentation(cfg: Config) -> TableResult:
@@ -160,7 +171,7 @@ def _fig_diffusion_process(cfg: Config) -> Figure:
 def _fig_qualitative(cfg: Config) -> Figure:
     from gliomagen.generate import plot_real_vs_synthetic
 
-    return plot_real_vs_synthetic(cfg)
+    return _with_legend(plot_real_vs_synthetic(cfg), cfg)
 
 
 def _tab_samplers(cfg: Config) -> TableResult:
@@ -243,11 +254,35 @@ def _tab_segmentation(cfg: Config) -> TableResult:
 def _tab_segmentation_corrected(cfg: Config) -> TableResult:
     from gliomagen.segmentation import plots
 
-    table = _flatten_columns(plots.corrected_table(_evaluation(cfg).corrected).round(4))
+    wide = plots.corrected_table(_evaluation(cfg).corrected)
+    if wide.empty:
+        table = pd.DataFrame(columns=["configuration", "metric"])
+    else:
+        # one row per (data mix, metric) and one column per region: 8 columns instead of 25 side by side
+        metrics = list(dict.fromkeys(wide.columns.get_level_values(0)))
+        table = wide.stack(level=0, future_stack=True).reset_index()
+        table.columns = ["configuration", "metric", *table.columns[2:]]
+        table["metric"] = pd.Categorical(table["metric"], metrics, ordered=True)
+        order = {c: i for i, c in enumerate(dict.fromkeys(table["configuration"]))}
+        table = table.sort_values(
+            ["configuration", "metric"],
+            key=lambda col: col.map(order) if col.name == "configuration" else col,
+        )
+        table["metric"] = table["metric"].astype(str).map(lambda m: CORRECTED_METRIC_NAMES.get(m, m))
     return (
         table,
-        f"Corrected segmentation metrics (Dice, HD95 in mm, BraTS 2024 lesion-wise) ({cfg.profile}).",
+        f"Corrected segmentation metrics per data mix and BraTS region: Dice, HD95 in mm, BraTS 2024 "
+        f"lesion-wise Dice and F1 ({cfg.profile}).",
     )
+
+
+#: row names of the corrected segmentation table
+CORRECTED_METRIC_NAMES = {
+    "dice": "Dice",
+    "hd95_mm": "HD95 (mm)",
+    "lesion_dice_penalised": "lesion-wise Dice",
+    "lesion_f1": "lesion-wise F1",
+}
 
 
 def _tab_segmentation_stats(cfg: Config) -> TableResult:
@@ -269,7 +304,7 @@ def _fig_boundary(cfg: Config) -> Figure:
     from gliomagen.segmentation import plots
 
     ev = _evaluation(cfg)
-    return plots.plot_distances(ev.paper, ev.corrected_per_case)
+    return plots.plot_distances(ev.paper, ev.corrected_per_case, ev.paper_per_case)
 
 
 def _fig_confusion(cfg: Config) -> Figure:
@@ -467,8 +502,10 @@ def regenerate(cfg: Config, names: list[str] | None = None) -> pd.DataFrame:
     :func:`raise_on_failures` to turn failures into an error.
     """
     from gliomagen.figures.numbers import write_numbers
+    from gliomagen.figures.publish import footer_text, provenance, run_figures_dir, run_tables_dir
 
-    fig_dir, tab_dir = cfg.figures_dir, cfg.tables_dir
+    fig_dir, tab_dir = run_figures_dir(cfg), run_tables_dir(cfg)
+    footer, run = footer_text(cfg), provenance(cfg)
     rows = []
     for art in ARTIFACTS:
         if names is not None and art.name not in names:
@@ -477,14 +514,24 @@ def regenerate(cfg: Config, names: list[str] | None = None) -> pd.DataFrame:
         try:
             made = art.make(cfg)
             if art.kind == "figure":
-                files = export.save_figure(made, fig_dir, art.name, cfg.figures.formats, cfg.figures.dpi)  # type: ignore[arg-type]
+                files = export.save_figure(
+                    made,  # type: ignore[arg-type]
+                    fig_dir,
+                    art.name,
+                    cfg.figures.formats,
+                    cfg.figures.dpi,
+                    footer=footer,
+                    provenance=run,
+                )
             else:
                 frame, caption = made  # type: ignore[misc]
                 stamp = export.source_stamp(art.sources(cfg), cfg.paths.root)
-                files = export.write_table(frame, tab_dir, art.name, caption, stamp, cfg.hash)
+                files = export.write_table(frame, tab_dir, art.name, caption, stamp, cfg.hash, footer, run)
             row.update(status="ok", files=[str(f) for f in files], message="")
         except Exception as exc:  # noqa: BLE001 -- reported per artifact; raise_on_failures decides
-            log.exception("could not make %s", art.name)
+            # one line per artifact; the traceback only with --verbose (the manifest keeps the message)
+            log.warning("could not make %s: %s: %s", art.name, type(exc).__name__, exc)
+            log.debug("traceback of %s", art.name, exc_info=True)
             row.update(status="failed", files=[], message=f"{type(exc).__name__}: {exc}")
         rows.append(row)
     if names is None:
@@ -492,7 +539,14 @@ def regenerate(cfg: Config, names: list[str] | None = None) -> pd.DataFrame:
         rows.append({"name": "numbers", "kind": "table", "paper": "key numbers (macros)", "notebook": "all",
                      "status": "ok", "files": [str(numbers_file)], "message": ""})  # fmt: skip
     manifest = pd.DataFrame(rows)
-    export.write_manifest(fig_dir, manifest.to_dict(orient="records"))
+    entries = manifest.to_dict(orient="records")
+    index = fig_dir / "index.json"
+    if names is not None and index.is_file():  # a partial remake keeps the other artifacts' entries
+        from gliomagen.io import read_json
+
+        made = {e["name"] for e in entries}
+        entries = [e for e in read_json(index) if e["name"] not in made] + entries
+    export.write_manifest(fig_dir, entries)
     return manifest
 
 
@@ -504,7 +558,22 @@ def raise_on_failures(manifest: pd.DataFrame) -> None:
 
 
 def run_cli(cfg: Config, args: argparse.Namespace) -> None:
+    """``gliomagen figures [--no-publish]``: make every figure and table of the run, then publish the run.
+
+    Raises:
+        PublishRefused: the run is incomplete (the CLI prints one line and exits 2); its own copies stay in
+            the run folder and nothing published changes.
+    """
+    from gliomagen.figures.publish import publish, run_figures_dir, run_tables_dir
+
     manifest = regenerate(cfg)
     print(manifest[["name", "kind", "paper", "status"]].to_string(index=False))
-    print(f"\nfigures: {cfg.figures_dir}\ntables:  {cfg.tables_dir}")
-    raise_on_failures(manifest)
+    print(f"\nthis run's figures: {run_figures_dir(cfg)}\nthis run's tables:  {run_tables_dir(cfg)}")
+    if getattr(args, "no_publish", False):
+        print("not published (--no-publish)")
+        return
+    record = publish(cfg)
+    print(
+        f"published run {record['run_dir']} (config {record['config_hash']}) to\n"
+        f"  {cfg.figures_dir}\n  {cfg.tables_dir}"
+    )

@@ -7,6 +7,8 @@ test (and :func:`stale_outputs`) can tell when a table no longer matches the run
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
 from collections.abc import Iterable
 from pathlib import Path
@@ -27,15 +29,53 @@ def source_stamp(sources: Iterable[Path], root: Path) -> dict[str, str]:
     return {str(Path(p).resolve().relative_to(root.resolve())): file_sha256(p) for p in sources}
 
 
+def add_footer(fig: plt.Figure, text: str) -> None:
+    """A small grey line under everything drawn (legends below the axes included); ``bbox_inches="tight"``
+    keeps it in the saved file."""
+    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()  # figure fraction
+    fig.text(0.5, min(bottom, 0.0) - 0.01, text, ha="center", va="top", fontsize=7, color="0.35")
+
+
+def _metadata(fmt: str, provenance: dict[str, str] | None) -> dict[str, str] | None:
+    from gliomagen.figures.publish import PROVENANCE_KEY
+
+    if provenance is None:
+        return None
+    payload = json.dumps(provenance, sort_keys=True)
+    if fmt == "png":
+        return {PROVENANCE_KEY: payload}
+    if fmt == "pdf":
+        return {"Subject": f"{PROVENANCE_KEY}: {payload}"}
+    return None  # svg: the footer names the run
+
+
 def save_figure(
-    fig: plt.Figure, out_dir: Path, name: str, formats: Iterable[str] = ("png", "pdf"), dpi: int = 150
+    fig: plt.Figure,
+    out_dir: Path,
+    name: str,
+    formats: Iterable[str] = ("png", "pdf"),
+    dpi: int = 150,
+    footer: str | None = None,
+    provenance: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Save ``fig`` as ``<out_dir>/<name>.<fmt>`` for each format (atomically) and close it."""
+    """Save ``fig`` as ``<out_dir>/<name>.<fmt>`` for each format (atomically) and close it.
+
+    Args:
+        fig: the figure.
+        out_dir: destination folder.
+        name: file stem.
+        formats: file formats.
+        dpi: resolution of raster formats.
+        footer: a line drawn under the figure (which run it comes from).
+        provenance: recorded inside the PNG (text chunk) and PDF (Subject field) for the paper check.
+    """
+    if footer:
+        add_footer(fig, footer)
     written = []
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight")
+            fig.savefig(tmp, format=fmt, dpi=dpi, bbox_inches="tight", metadata=_metadata(fmt, provenance))
         written.append(path)
     plt.close(fig)
     return written
@@ -49,28 +89,82 @@ def _latex_escape(text: str) -> str:
         ("²", r"$^2$"),
         ("↑", r"$\uparrow$"),
         ("↓", r"$\downarrow$"),
+        ("−∞", r"$-\infty$"),
+        ("∞", r"$\infty$"),
+        ("–", "--"),
+        ("·", r"$\cdot$"),
     ):
         escaped = escaped.replace(char, latex)
     return escaped
 
 
-def table_to_latex(frame: pd.DataFrame, caption: str, label: str) -> str:
+def format_value(value: object) -> str:
+    """A table cell as text: integers as they are, floats to a precision that suits their size, NaN as "–".
+
+    Run outputs hold raw floats (``2525.491823399989`` seconds); a reader needs three or four significant
+    digits, not sixteen.
+    """
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, numbers.Integral):
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        v = float(value)
+        if math.isnan(v):
+            return "–"
+        if math.isinf(v):
+            return "∞" if v > 0 else "−∞"
+        if v == int(v) and abs(v) < 1e6:
+            return str(int(v))
+        size = abs(v)
+        if size >= 100:
+            return f"{v:.1f}"
+        if size >= 1:
+            return f"{v:.2f}"
+        if size >= 0.001:
+            return f"{v:.4f}"
+        return f"{v:.2e}"
+    return str(value)
+
+
+def format_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Every cell through :func:`format_value` (strings kept)."""
+    return frame.astype(object).map(format_value)
+
+
+#: a table with more columns than this is set sideways on its own page instead of being shrunk to 2 pt
+WIDE_COLUMNS = 9
+
+
+def table_to_latex(frame: pd.DataFrame, caption: str, label: str, note: str = "") -> str:
+    """A LaTeX table: booktabs rules, formatted numbers, a footnote line naming the run.
+
+    A table with more than :data:`WIDE_COLUMNS` columns goes into a ``sidewaystable`` (package ``rotating``)
+    so that it stays legible; narrower tables shrink to the text width only if they must.
+    """
     columns = list(frame.columns)
+    cells = format_frame(frame)
+    wide = len(columns) > WIDE_COLUMNS
+    env = "sidewaystable" if wide else "table"
+    width = r"\textheight" if wide else r"\linewidth"
     lines = [
-        r"\begin{table}[t]",
+        rf"\begin{{{env}}}" + ("" if wide else "[t]"),
         r"\centering\small",
         rf"\caption{{{_latex_escape(caption)}}}",
         rf"\label{{tab:{label}}}",
-        # shrink a table wider than the text to fit; never enlarge a narrow one
-        r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%",
+        # shrink a table wider than the page to fit; never enlarge a narrow one
+        rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%",
         r"\begin{tabular}{" + "l" * len(columns) + "}",
-        r"\hline",
+        r"\toprule",
         " & ".join(_latex_escape(c) for c in columns) + r" \\",
-        r"\hline",
+        r"\midrule",
     ]
-    for _, row in frame.iterrows():
+    for _, row in cells.iterrows():
         lines.append(" & ".join(_latex_escape(v) for v in row.tolist()) + r" \\")
-    lines += [r"\hline", r"\end{tabular}}", r"\end{table}", ""]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
+    if note:
+        lines.append(rf"\par\smallskip{{\footnotesize\color{{gray}} {_latex_escape(note)}}}")
+    lines += [rf"\end{{{env}}}", ""]
     return "\n".join(lines)
 
 
@@ -81,17 +175,39 @@ def write_table(
     caption: str,
     stamp: dict[str, str],
     config_hash: str,
+    footer: str = "",
+    run: dict[str, str] | None = None,
 ) -> list[Path]:
-    """Write ``<name>.tex`` and ``<name>.md`` with a provenance comment naming the sources and their hashes."""
-    meta = json.dumps({"config_hash": config_hash, "sources": stamp}, sort_keys=True)
-    tex = f"% {SOURCES_TAG} {meta}\n" + table_to_latex(frame, caption, name)
-    md = f"<!-- {SOURCES_TAG} {meta} -->\n\n**{caption}**\n\n{frame.to_markdown(index=False)}\n"
+    """Write ``<name>.tex`` and ``<name>.md`` with a provenance comment naming the sources and their hashes.
+
+    Args:
+        frame: the table.
+        out_dir: destination folder.
+        name: file stem (also the LaTeX label ``tab:<name>``).
+        caption: the caption.
+        stamp: ``{source path: sha256}`` of the run files the table was made from.
+        config_hash: the run's config hash.
+        footer: a line under the table naming the run.
+        run: provenance of the run (profile, config hash, run folder), read back by the paper check.
+    """
+    meta = json.dumps({"config_hash": config_hash, "sources": stamp, "run": run or {}}, sort_keys=True)
+    tex = f"% {SOURCES_TAG} {meta}\n" + table_to_latex(frame, caption, name, footer)
+    md_table = format_frame(frame).to_markdown(index=False)
+    md = f"<!-- {SOURCES_TAG} {meta} -->\n\n**{caption}**\n\n{md_table}\n" + (
+        f"\n_{footer}_\n" if footer else ""
+    )
     return [write_text(out_dir / f"{name}.tex", tex), write_text(out_dir / f"{name}.md", md)]
 
 
-def write_macros(numbers: dict[str, str], out_dir: Path, stamp: dict[str, str], config_hash: str) -> Path:
-    """Key numbers as LaTeX macros (``\\newcommand{\\FidMeanFID}{59.77}``) in ``numbers.tex``."""
-    meta = json.dumps({"config_hash": config_hash, "sources": stamp}, sort_keys=True)
+def write_macros(
+    numbers: dict[str, str],
+    out_dir: Path,
+    stamp: dict[str, str],
+    config_hash: str,
+    run: dict[str, str] | None = None,
+) -> Path:
+    """Key numbers as LaTeX macros (``\\newcommand{\\RMeanMSSSIM}{0.72}``) in ``numbers.tex``."""
+    meta = json.dumps({"config_hash": config_hash, "sources": stamp, "run": run or {}}, sort_keys=True)
     lines = [f"% {SOURCES_TAG} {meta}"]
     for key, value in sorted(numbers.items()):
         if not re.fullmatch(r"[A-Za-z]+", key):

@@ -1,4 +1,5 @@
-"""Key numbers of a run as LaTeX macros (``paper/generated/<profile>/numbers.tex``) for the manuscript.
+"""Key numbers of a run as LaTeX macros (``<run>/paper_generated/numbers.tex``, published to
+``paper/generated/<profile>/``) for the manuscript.
 
 Every macro starts with ``R`` (for "result"); :mod:`gliomagen.paper` checks that each one the manuscript
 uses is defined here. A number that the run did not produce is written as "n/a", never guessed.
@@ -111,5 +112,8 @@ def number_sources(cfg: Config) -> list[Path]:
 
 
 def write_numbers(cfg: Config) -> Path:
+    """Write this run's ``numbers.tex`` into the run folder (stamped with its sources and the run)."""
+    from gliomagen.figures.publish import provenance, run_tables_dir
+
     stamp = export.source_stamp(number_sources(cfg), cfg.paths.root)
-    return export.write_macros(collect_numbers(cfg), cfg.tables_dir, stamp, cfg.hash)
+    return export.write_macros(collect_numbers(cfg), run_tables_dir(cfg), stamp, cfg.hash, provenance(cfg))

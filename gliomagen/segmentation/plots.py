@@ -3,13 +3,14 @@ matrices, Bland-Altman plots, predicted masks per configuration, HQ score distri
 
 from __future__ import annotations
 
+import textwrap
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from matplotlib.colors import ListedColormap
 
 from gliomagen.cases import load_case
 from gliomagen.config import Config
@@ -29,7 +30,8 @@ PAPER_COLUMNS = [
     "HD95",
     "ASSD",
 ]
-LABEL_COLOURS = {"head": "#3b3b3b", "NETC": "#e41a1c", "SNFH": "#4daf4a", "ET": "#ffd92f", "RC": "#377eb8"}
+#: colours of the two distance metrics (label colours come from gliomagen.figures.palette)
+METRIC_COLOURS = {"HD95": "#4c72b0", "ASSD": "#dd8452"}
 
 
 def paper_side_by_side(cfg: Config, ours: pd.DataFrame) -> pd.DataFrame:
@@ -64,24 +66,128 @@ def corrected_table(
     return wide.reindex(columns=[(m, r) for m in metrics for r in regions if (m, r) in wide.columns])
 
 
-def plot_distances(paper: pd.DataFrame, corrected: pd.DataFrame) -> plt.Figure:
-    """HD95/ASSD per configuration: the paper's definition (voxels, empty pairs dropped) and ours (mm)."""
-    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+def _bootstrap_ci(
+    values: dict[str, np.ndarray], statistic: object, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``statistic(list of per-case arrays)`` over cases."""
+    cases = list(values)
+    if len(cases) < 2:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    stats = []
+    for _ in range(n_boot):
+        pick = rng.integers(0, len(cases), len(cases))
+        stats.append(statistic([values[cases[k]] for k in pick]))  # type: ignore[operator]
+    stats_arr = np.asarray(stats, float)
+    stats_arr = stats_arr[np.isfinite(stats_arr)]
+    if stats_arr.size == 0:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    return float(np.percentile(stats_arr, tail)), float(np.percentile(stats_arr, 100 - tail))
+
+
+def _paper_statistic(rows: list[np.ndarray]) -> float:
+    """The paper's summary on per-case ``(class, value)`` rows: per class the mean over non-empty scans,
+    then the mean over classes."""
+    if not rows:
+        return float("nan")
+    stacked = np.vstack(rows)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_class = np.nanmean(stacked, axis=0)
+    return float(np.nanmean(per_class)) if np.isfinite(per_class).any() else float("nan")
+
+
+def _yerr(value: float, ci: tuple[float, float]) -> list[float]:
+    low, high = ci
+    if not (np.isfinite(value) and np.isfinite(low) and np.isfinite(high)):
+        return [0.0, 0.0]
+    return [max(value - low, 0.0), max(high - value, 0.0)]
+
+
+def plot_distances(
+    paper: pd.DataFrame,
+    corrected: pd.DataFrame,
+    paper_per_case: pd.DataFrame | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> plt.Figure:
+    """HD95/ASSD per configuration: the paper's definition (voxels, empty pairs dropped) and ours (mm).
+
+    Bars are the summary values; error bars are 95 % percentile-bootstrap intervals over validation scans.
+    In the corrected panel a distance with one empty side is the volume's diagonal (the empty-mask
+    penalty): the dashed line marks it and the number above each bar says how many values are penalties.
+
+    Args:
+        paper: one row per configuration with the paper's ``HD95`` and ``ASSD`` (voxels).
+        corrected: per scan and region: ``hd95_mm``, ``assd_mm``, ``status``.
+        paper_per_case: per scan and class: ``hd95_vox``, ``assd_vox`` (for the paper panel's intervals).
+        n_boot: bootstrap resamples.
+        seed: bootstrap seed.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
     names = list(paper["configuration"]) if not paper.empty else []
     x = np.arange(len(names))
-    if names:
-        axes[0].bar(x - 0.2, paper["HD95"], 0.4, label="HD95")
-        axes[0].bar(x + 0.2, paper["ASSD"], 0.4, label="ASSD")
-    axes[0].set(title="paper definition (voxels, empty pairs dropped)", ylabel="voxels")
+    width = 0.38
+    for k, metric in enumerate(("HD95", "ASSD")):
+        offset = (k - 0.5) * width
+        heights, errors = [], []
+        for name in names:
+            value = float(paper.loc[paper["configuration"] == name, metric].iloc[0])
+            ci = (float("nan"), float("nan"))
+            if paper_per_case is not None and not paper_per_case.empty:
+                part = paper_per_case[paper_per_case["configuration"] == name]
+                wide = part.pivot_table(
+                    index="case", columns="label", values=f"{metric.lower()}_vox", dropna=False
+                )
+                ci = _bootstrap_ci(
+                    {c: wide.loc[c].to_numpy(float) for c in wide.index}, _paper_statistic, n_boot, seed
+                )
+            heights.append(value)
+            errors.append(_yerr(value, ci))
+        axes[0].bar(x + offset, heights, width, yerr=np.array(errors).T, capsize=3, color=METRIC_COLOURS[metric],
+                    label=metric, error_kw={"lw": 0.8})  # fmt: skip
+    axes[0].set_title("paper definition (voxels; pairs with an empty side dropped)", fontsize=9)
+    axes[0].set_ylabel("voxels")
+    penalty = float("nan")
     if not corrected.empty:
-        mm = corrected.groupby("configuration", sort=False)[["hd95_mm", "assd_mm"]].mean().reindex(names)
-        axes[1].bar(x - 0.2, mm["hd95_mm"], 0.4, label="HD95")
-        axes[1].bar(x + 0.2, mm["assd_mm"], 0.4, label="ASSD")
-    axes[1].set(title="corrected (mm, mean over BraTS regions, empty = worst)", ylabel="mm")
+        flagged = corrected["status"].isin(["gt_empty", "pred_empty"]) if "status" in corrected else None
+        if flagged is not None and flagged.any():
+            penalty = float(corrected.loc[flagged, "hd95_mm"].max())
+        for k, (metric, column) in enumerate((("HD95", "hd95_mm"), ("ASSD", "assd_mm"))):
+            offset = (k - 0.5) * width
+            for i, name in enumerate(names):
+                part = corrected[corrected["configuration"] == name]
+                if part.empty:
+                    continue
+                per_case = {c: g[column].to_numpy(float) for c, g in part.groupby("case")}
+                value = float(part[column].mean())
+                ci = _bootstrap_ci(per_case, lambda rows: float(np.mean(np.concatenate(rows))), n_boot, seed)
+                axes[1].bar(i + offset, value, width, yerr=np.array([_yerr(value, ci)]).T, capsize=3,
+                            color=METRIC_COLOURS[metric], label=metric if i == 0 else None, error_kw={"lw": 0.8})  # fmt: skip
+                if flagged is not None:
+                    n_pen = int(flagged[part.index].sum())
+                    top = ci[1] if np.isfinite(ci[1]) else value
+                    axes[1].annotate(f"{n_pen}/{len(part)}", (i + offset, top), ha="center", va="bottom",
+                                     fontsize=6, color="#b2182b", xytext=(0, 2), textcoords="offset points")  # fmt: skip
+        if np.isfinite(penalty):
+            axes[1].axhline(penalty, color="#b2182b", ls="--", lw=0.9,
+                            label=f"empty-mask penalty ({penalty:.0f} mm, volume diagonal)")  # fmt: skip
+    axes[1].set_title(
+        "corrected (mm, mean over scans and BraTS regions)\nred numbers: values that are the empty-mask penalty",
+        fontsize=9,
+    )
+    axes[1].set_ylabel("mm")
     for ax in axes:
-        ax.set_xticks(x, names, rotation=30, ha="right")
-        ax.legend()
+        ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
+        ax.margins(y=0.12)
     fig.tight_layout()
+    handles, labels = axes[1].get_legend_handles_labels()
+    if not handles:
+        handles, labels = axes[0].get_legend_handles_labels()
+    # one legend above both panels: it never covers a bar
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles), fontsize=8,
+               frameon=False, title="error bars: 95 % bootstrap interval over validation scans", title_fontsize=7)  # fmt: skip
     return fig
 
 
@@ -107,38 +213,60 @@ def plot_confusions(confusion: dict[str, list[list[int]]], classes: list[str]) -
     return fig
 
 
-def plot_bland_altman(volumes: pd.DataFrame, unit: str = "ml") -> plt.Figure:
-    """Bland-Altman of total tumour volume (prediction - truth) per configuration."""
+def _decimals(*values: float, significant: int = 3) -> int:
+    """Decimals that give the largest of ``values`` ``significant`` digits (one precision for a panel)."""
+    finite = [abs(v) for v in values if np.isfinite(v) and v != 0]
+    if not finite:
+        return 2
+    return int(min(max(significant - 1 - np.floor(np.log10(max(finite))), 0), 6))
+
+
+def _signed(value: float, decimals: int) -> str:
+    return "n/a" if not np.isfinite(value) else f"{value:+.{decimals}f}"
+
+
+def plot_bland_altman(volumes: pd.DataFrame, unit: str = "ml", region: str = "total tumour") -> plt.Figure:
+    """Bland-Altman of the total tumour volume (prediction - truth) per configuration, shared axes.
+
+    Args:
+        volumes: per configuration and scan: ``gt_<unit>``, ``pred_<unit>``.
+        unit: volume unit of the columns.
+        region: what the volume measures (named in the title; the union of the tumour labels).
+    """
     names = list(dict.fromkeys(volumes["configuration"])) if not volumes.empty else []
     cols = min(max(len(names), 1), 3)
     rows = -(-max(len(names), 1) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, sharex=True, sharey=True
+    )
     for ax, name in zip(axes.flat, names, strict=False):
         v = volumes[volumes["configuration"] == name]
         gt, pr = v[f"gt_{unit}"].to_numpy(float), v[f"pred_{unit}"].to_numpy(float)
         ba = bland_altman(gt, pr)
-        ax.scatter((gt + pr) / 2, pr - gt, s=18)
+        ax.scatter((gt + pr) / 2, pr - gt, s=18, color="#4c72b0")
         for y, style in ((ba["bias"], "-"), (ba["loa_low"], "--"), (ba["loa_high"], "--")):
             if np.isfinite(y):
                 ax.axhline(y, color="k", ls=style, lw=0.8)
-        ax.set(
-            title=f"{name}: bias {ba['bias']:.2f} {unit}",
-            xlabel=f"mean volume ({unit})",
-            ylabel=f"prediction - truth ({unit})",
+        ax.axhline(0, color="0.7", lw=0.6, zorder=0)
+        d = _decimals(ba["bias"], ba["loa_low"], ba["loa_high"])
+        ax.set_title(
+            f"{name} (n={len(v)})\nbias {_signed(ba['bias'], d)} {unit}, "
+            f"limits {_signed(ba['loa_low'], d)} to {_signed(ba['loa_high'], d)}",
+            fontsize=8,
         )
+    for ax in axes[-1]:
+        ax.set_xlabel(f"mean of prediction and truth ({unit})", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel(f"prediction - truth ({unit})", fontsize=8)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
+    title = (
+        f"Bland-Altman of the {region} volume (all tumour labels together) per data mix; "
+        "solid: bias, dashed: 95 % limits of agreement"
+    )
+    fig.suptitle(textwrap.fill(title, width=int(fig.get_figwidth() * 14)), fontsize=9)
     fig.tight_layout()
     return fig
-
-
-def _overlay_cmap(cfg: Config) -> tuple[ListedColormap, int]:
-    top = max(lab.value for lab in cfg.data.labels)
-    colours = ["none"] * (top + 1)
-    for lab in cfg.data.labels:
-        if lab.value:
-            colours[lab.value] = LABEL_COLOURS.get(lab.name, "#ff00ff")
-    return ListedColormap(colours), top
 
 
 def plot_predictions(
@@ -148,8 +276,10 @@ def plot_predictions(
     val = {d.name: d for d in real_case_dirs(cfg, "val")}
     case_ids = (case_ids or sorted(val))[:max_cases]
     names = [c.name for c in cfg.segment.configurations]
+    from gliomagen.figures.palette import add_label_legend, label_cmap
+
     lut = inverse_label_lut(cfg)
-    cmap, top = _overlay_cmap(cfg)
+    cmap, top = label_cmap(cfg)
     tumour = [lab.value for lab in cfg.tumour_labels]
     fig, axes = plt.subplots(
         len(case_ids), len(names) + 1, figsize=(2.3 * (len(names) + 1), 2.5 * len(case_ids)), squeeze=False
@@ -171,7 +301,7 @@ def plot_predictions(
                     vmin=0,
                     vmax=top,
                     interpolation="nearest",
-                    alpha=0.75,
+                    alpha=0.8,
                 )
             else:
                 ax.text(0.5, 0.5, "no prediction", ha="center", transform=ax.transAxes, color="w")
@@ -180,19 +310,43 @@ def plot_predictions(
             ax.set_yticks([])
         axes[row, 0].set_ylabel(f"{case_id}\nz={z}", fontsize=7)
     fig.tight_layout()
+    add_label_legend(fig, cfg)
     return fig
 
 
 def plot_hq_scores(scores: pd.DataFrame) -> plt.Figure:
-    """Distribution of the HQ agreement score, with the kept subset highlighted."""
-    fig, ax = plt.subplots(figsize=(6, 3.2))
+    """Distribution of the HQ agreement score, with the kept subset highlighted.
+
+    When the kept and the dropped volumes cannot be told apart by their score (every score ties, or the
+    lowest kept equals the highest dropped), the figure says that the subset is arbitrary at that boundary
+    rather than presenting it as a selection.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
     s = scores["score"].dropna()
+    keep = scores["hq"].astype(bool)
+    kept = scores.loc[keep, "score"].dropna()
+    dropped = scores.loc[~keep, "score"].dropna()
     bins = np.linspace(0, 1, 21)
     ax.hist(s, bins=bins, color="#bbbbbb", label=f"all synthetic (n={len(s)})")
-    kept = scores.loc[scores["hq"].astype(bool), "score"].dropna()
     ax.hist(kept, bins=bins, color="#1f77b4", label=f"high-quality subset (n={len(kept)})")
     ax.set(xlabel="tumour Dice of real-only nnU-Net vs conditioning mask", ylabel="volumes")
-    ax.legend()
+    ties = len(s) > 0 and s.nunique() == 1
+    boundary_tie = len(kept) > 0 and len(dropped) > 0 and kept.min() <= dropped.max()
+    if ties or boundary_tie:
+        what = (
+            f"all {len(s)} scores tie at {s.iloc[0]:.3g}"
+            if ties
+            else f"kept and dropped scores tie at {kept.min():.3g}"
+        )
+        ax.set_title(
+            f"{what}: the score cannot rank these volumes,\nso the subset of {len(kept)} is arbitrary "
+            "(taken in list order), not a selection",
+            fontsize=8,
+            color="#b2182b",
+        )
+    else:
+        ax.set_title(f"kept: score >= {kept.min():.3g}" if len(kept) else "no volume kept", fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
 

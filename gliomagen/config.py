@@ -202,7 +202,9 @@ class DiffusionConfig(_Section):
     schedule: Literal["cosine", "linear_beta", "scaled_linear_beta"] = "cosine"
     cosine_s: float = Field(0.008, gt=0)
     beta_max: float = Field(0.999, gt=0, le=1)
-    prediction: Literal["epsilon"] = "epsilon"
+    # what the network predicts: the paper predicts the noise; "sample" (x_0) and "v_prediction" are
+    # options for short runs (MONAI's schedulers and samplers support all three)
+    prediction: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
     loss: Literal["l1", "l2"] = "l1"
 
 

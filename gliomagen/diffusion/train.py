@@ -78,6 +78,22 @@ def lr_schedule(cfg: Config, steps: int | None = None) -> pd.DataFrame:
     )
 
 
+def training_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """What the network learns to output for ``x_t`` (``scheduler.prediction_type``).
+
+    ``epsilon``: the noise (the paper); ``sample``: the clean image ``x_0``; ``v_prediction``:
+    ``v = sqrt(abar_t) noise - sqrt(1 - abar_t) x_0`` (Salimans & Ho 2022, MONAI's ``get_velocity``).
+    """
+    kind = scheduler.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "sample":
+        return x0
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, t)
+    raise ValueError(f"unknown diffusion.prediction {kind!r}")
+
+
 def encoder_frozen_at(step: int, cfg: Config) -> bool:
     """Whether the encoder is frozen for the optimiser step that follows ``step`` completed steps."""
     f = cfg.train.freeze_encoder_step
@@ -238,7 +254,7 @@ class Trainer:
             inp = inp.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast():
             pred = net(inp, timesteps=t)
-        return diffusion_loss(pred, noise, self.cfg.diffusion.loss)
+        return diffusion_loss(pred, training_target(self.scheduler, x0, noise, t), self.cfg.diffusion.loss)
 
     def train_step(self) -> float:
         """One optimiser step (``grad_accum`` micro-batches); returns the mean loss over all processes."""

@@ -156,3 +156,46 @@ def test_segment_config_rejects_duplicate_or_unsafe_names(tmp_path):
         load_config("smoke", ["segment.configurations=[{name: a}, {name: a}]"], run_dir=tmp_path)
     with pytest.raises(ConfigError, match="name"):
         load_config("smoke", ["segment.configurations=[{name: 'a b'}]"], run_dir=tmp_path)
+
+
+def test_identical_real_cases_share_their_preprocessing_between_configurations(toy):
+    """With shared plans a real scan exported for two mixes is preprocessed once and hard-linked after."""
+    import os
+
+    from gliomagen.segmentation.nnunet import _reuse_preprocessed_case
+
+    cfg, _ = toy
+    confs = {c.name: c for c in cfg.segment.configurations}
+    first = E.plan_configuration(cfg, confs["real_only"])
+    E.export_dataset(cfg, first)
+    mix = E.plan_configuration(cfg, confs["real_6syn"])
+    E.export_dataset(cfg, mix)
+    pre = cfg.paths.nnunet / "preprocessed"
+    shared = pre / first.dataset_name / "nnUNetPlans_3d_fullres"
+    shared.mkdir(parents=True)
+    out = pre / mix.dataset_name / "nnUNetPlans_3d_fullres"
+    out.mkdir(parents=True)
+    case = first.real_ids[0]
+    for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
+        (shared / f"{case}{suffix}").write_bytes(b"preprocessed " + suffix.encode())
+    raw = E.dataset_dir(cfg, mix)
+
+    def entry(case_id: str) -> dict[str, object]:
+        return {
+            "images": [str(raw / "imagesTr" / f"{case_id}_{k:04d}.nii.gz") for k in range(len(MODALITIES))],
+            "label": str(raw / "labelsTr" / f"{case_id}.nii.gz"),
+        }
+
+    job = {"raw_dir": str(raw)}
+    assert _reuse_preprocessed_case(job, first.dataset_name, shared, out, case, entry(case))
+    assert os.path.samefile(out / f"{case}.b2nd", shared / f"{case}.b2nd")
+    # a synthetic case was never preprocessed for the real-only dataset: it is preprocessed, not linked
+    syn = mix.synthetic_ids[0]
+    assert not _reuse_preprocessed_case(job, first.dataset_name, shared, out, syn, entry(syn))
+    # a label that differs from the source's (e.g. another label mapping) is never reused
+    other = first.real_ids[1]
+    for suffix in (".b2nd", "_seg.b2nd", ".pkl"):
+        (shared / f"{other}{suffix}").write_bytes(b"x")
+    label = raw / "labelsTr" / f"{other}.nii.gz"
+    label.write_bytes(label.read_bytes() + b"\0")
+    assert not _reuse_preprocessed_case(job, first.dataset_name, shared, out, other, entry(other))

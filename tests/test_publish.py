@@ -150,6 +150,15 @@ def test_publish_replaces_the_whole_folder(tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".pub*"))  # no staging folder left behind
 
 
+def test_footer_on_a_figure_closed_in_pyplot(tmp_path: Path) -> None:
+    cfg = load_config("smoke", run_dir=tmp_path / "run")
+    fig, ax = plt.subplots(figsize=(2, 2))
+    plt.close(fig)  # the stage plots detach their figures from pyplot before returning them
+    (path,) = export.save_figure(fig, tmp_path, "closed", ("png",), 50, footer_text(cfg), provenance(cfg))
+    assert include_provenance(path) == provenance(cfg)
+    assert any(t.get_text() == footer_text(cfg) for t in fig.texts)
+
+
 @pytest.mark.parametrize("fmt", ["png", "pdf"])
 def test_figure_provenance_round_trip(tmp_path: Path, fmt: str) -> None:
     cfg = load_config("smoke", run_dir=tmp_path / "run (with parentheses)")

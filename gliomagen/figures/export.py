@@ -32,6 +32,10 @@ def source_stamp(sources: Iterable[Path], root: Path) -> dict[str, str]:
 def add_footer(fig: plt.Figure, text: str) -> None:
     """A small grey line under everything drawn (legends below the axes included); ``bbox_inches="tight"``
     keeps it in the saved file."""
+    if not hasattr(fig.canvas, "get_renderer"):  # a figure closed in pyplot has lost its Agg canvas
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        FigureCanvasAgg(fig)
     bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()  # figure fraction
     fig.text(0.5, min(bottom, 0.0) - 0.01, text, ha="center", va="top", fontsize=7, color="0.35")
 

@@ -27,6 +27,8 @@ def test_fid_matches_scipy_sqrtm() -> None:
     a = rng.normal(size=(300, 12))
     b = rng.normal(loc=0.3, scale=1.5, size=(250, 12)) @ rng.normal(size=(12, 12)) * 0.4
     assert M.fid(a, b) == pytest.approx(_scipy_fid(a, b), rel=1e-8)
+    c = rng.normal(size=(80, 12))
+    assert M.fid_against(a, [b, c]) == pytest.approx([_scipy_fid(a, b), _scipy_fid(a, c)], rel=1e-8)
 
 
 def test_frechet_distance_closed_form_for_two_gaussians() -> None:
@@ -280,3 +282,6 @@ def test_floor_bootstrap_is_joint_and_seeded() -> None:
     reps = [stat(gen.integers(0, 8, 8)) for _ in range(300)]
     ratios = [s / f for f, s in reps]
     assert out.ratio.low == pytest.approx(np.quantile(ratios, 0.025))
+    # a floor <= 0 (KID's unbiased estimate can be negative) has no ratio
+    assert np.isnan(M.floor_ratio(0.5, -0.1)) and np.isnan(M.floor_ratio(0.5, 0.0))
+    assert M.floor_ratio(0.5, 0.25) == 2.0

@@ -5,10 +5,16 @@ For every validation case with a generated counterpart, per modality:
 * MS-SSIM the paper's way (2D, every axial slice, window 11, data range 1; mean ± SD over slices) and
   corrected (empty slices excluded, mean over subjects with a subject-bootstrap interval); 3D MS-SSIM,
   SSIM and PSNR per subject.
-* FID and KID on slice features from each configured extractor: the paper's definition (every slice;
-  FID "±" = SD of paired per-slice feature distances, KID "±" = SD over its subsets) and corrected
-  (empty slices excluded, 95% interval from resampling subjects, seeded KID subsets).
+* FID and KID on slice features from each configured extractor: the paper's definition, as the original
+  computed it (every slice; FID "±" = ``np.std`` of paired per-slice feature distances; KID over 10
+  disjoint subsets of one seeded permutation, "±" = their ``np.std``) and corrected (empty slices excluded,
+  95% interval from resampling subjects, seeded KID subsets of up to ``kid_subset_size``).
 * The Fréchet Radiomics Distance (``frd-score``), which needs no downloaded weights.
+* The real-vs-real floor of every corrected metric (``fidelity.real_floor``): two seeded halves of the
+  real validation subjects against each other, the same subjects' synthetic value and the ratio, with
+  intervals from resampling subject pairs (``variant = "real-vs-real"``).
+
+Definitions and the reasons for each difference: ``docs/metrics.md``.
 
 Outputs (``<run>/metrics/``): ``fidelity.json`` (long table of results + settings + provenance),
 ``fidelity_per_subject.csv`` and ``fidelity_per_slice.csv``. Features are cached per case in
@@ -557,6 +563,7 @@ def _floor_row(
         row.update(ci_low=boot.floor.low, ci_high=boot.floor.high)
     if boot.synthetic.replicates:
         row.update(synthetic_matched_ci_low=boot.synthetic.low, synthetic_matched_ci_high=boot.synthetic.high)
+    row["ratio_replicates"] = boot.ratio.replicates  # resamples with a positive floor (KID can be <= 0)
     if boot.ratio.replicates:
         row.update(ratio_ci_low=boot.ratio.low, ratio_ci_high=boot.ratio.high)
     return row
@@ -643,6 +650,9 @@ def floor_feature_rows(
         ia, ib = take(idx)
         if len(ia) < 2 or len(ib) < 2:
             return float("nan"), float("nan")
+        if ref_floor is ref_syn:  # unstandardised features: one reference, its covariance root once
+            floor, synthetic = M.fid_against(ref_floor[ia], [real_b[ib], fake_b[ib]], device)
+            return floor, synthetic
         return M.fid(ref_floor[ia], real_b[ib], device), M.fid(ref_syn[ia], fake_b[ib], device)
 
     def kid_stat(idx: np.ndarray) -> tuple[float, float]:
@@ -679,15 +689,15 @@ def floor_frd_row(
     cfg: Config, subjects: list[SubjectResult], halves: tuple[np.ndarray, np.ndarray], modality: str
 ) -> dict[str, Any]:
     """Real-vs-real FRD of one modality (the FRD slices of the first half vs the second half's real and
-    generated ones). One value each, no interval: frd-score extracts features per call."""
-    from gliomagen.fidelity.frd import frechet_radiomics_distance
+    generated ones, standardised alike). One value each, no interval: frd-score extracts features per call."""
+    from gliomagen.fidelity.frd import frechet_radiomics_distances
 
     a, b = halves
     real_a = np.concatenate([subjects[i].frd_slices[modality][0] for i in a])
     real_b = np.concatenate([subjects[i].frd_slices[modality][0] for i in b])
     fake_b = np.concatenate([subjects[i].frd_slices[modality][1] for i in b])
-    floor = frechet_radiomics_distance(real_a, real_b, workers=cfg.fidelity.workers)
-    synthetic = frechet_radiomics_distance(real_a, fake_b, workers=cfg.fidelity.workers)
+    # one frd-score call: both distances in the first half's standardised feature space
+    floor, synthetic = frechet_radiomics_distances(real_a, [real_b, fake_b], workers=cfg.fidelity.workers)
     return _row(
         modality,
         "FRD",
@@ -699,7 +709,8 @@ def floor_frd_row(
         n_slices=floor.n_real,
         frd_d2=floor.d2,
         synthetic_matched=synthetic.frd,
-        ratio=M._ratio(synthetic.d2, floor.d2),
+        synthetic_matched_d2=synthetic.d2,
+        ratio=M.floor_ratio(synthetic.d2, floor.d2),
         definition=f"FRD v1 of the FRD slices; {_FLOOR_WHY.split('; CIs')[0]}; {FLOOR_RATIO_NOTE['FRD']}; "
         "no interval (frd-score extracts its features anew for every call)",
     )

@@ -126,14 +126,37 @@ def frechet_radiomics_distance(real: np.ndarray, fake: np.ndarray, workers: int 
     Raises:
         FRDUnavailable: ``frd-score``/``pyradiomics`` missing (the message says how to install them).
     """
+    return frechet_radiomics_distances(real, [fake], workers)[0]
+
+
+def frechet_radiomics_distances(
+    reference: np.ndarray, others: list[np.ndarray], workers: int = 1
+) -> list[FRDResult]:
+    """FRD v1 of ``reference`` against each stack in ``others``, in one ``frd-score`` call.
+
+    All sets are standardised with the reference's statistics (FRD v1's rule) and share frd-score's feature
+    filtering, so the distances live in one feature space and their ratio is meaningful (the real-vs-real
+    floor compares one real half with the other real half and with generated slices). The reference's
+    features are extracted once.
+
+    Args:
+        reference: reference slices (real).
+        others: stacks of slices to compare with it.
+        workers: pyradiomics processes inside ``frd-score``.
+
+    Raises:
+        FRDUnavailable: ``frd-score``/``pyradiomics`` missing (the message says how to install them).
+    """
     frd_lib = _import_frd()
-    if len(real) < 2 or len(fake) < 2:
-        raise ValueError(f"FRD needs at least 2 slices per set, got {len(real)} and {len(fake)}")
+    if len(reference) < 2 or any(len(x) < 2 for x in others):
+        sizes = [len(reference), *(len(x) for x in others)]
+        raise ValueError(f"FRD needs at least 2 slices per set, got {sizes}")
     norm_type, norm_range, features, image_types, norm_ref = frd_lib._resolve_defaults(
         frd_lib.FRD_VERSION_V1, None, None, None, None
     )
     with tempfile.TemporaryDirectory(prefix="gliomagen-frd-") as tmp, _quiet():
-        files = [_write_slices(Path(tmp) / "real", real), _write_slices(Path(tmp) / "fake", fake)]
+        files = [_write_slices(Path(tmp) / "set0", reference)]
+        files += [_write_slices(Path(tmp) / f"set{k + 1}", x) for k, x in enumerate(others)]
         extractor = frd_lib.get_feature_extractor(
             frd_version=frd_lib.FRD_VERSION_V1, features=features, image_dim=2, image_types=image_types
         )
@@ -146,8 +169,14 @@ def frechet_radiomics_distance(real: np.ndarray, fake: np.ndarray, workers: int 
             num_workers=workers,
             frd_version=frd_lib.FRD_VERSION_V1,
         )
-        library_d2 = float(frd_lib.calculate_frechet_distance(mu[0], sigma[0], mu[1], sigma[1]))
-    return frd_from_moments(mu[0], sigma[0], mu[1], sigma[1], library_d2, len(real), len(fake), len(names))
+        library = [
+            float(frd_lib.calculate_frechet_distance(mu[0], sigma[0], m, c))
+            for m, c in zip(mu[1:], sigma[1:], strict=True)
+        ]
+    return [
+        frd_from_moments(mu[0], sigma[0], m, c, lib, len(reference), len(x), len(names))
+        for m, c, lib, x in zip(mu[1:], sigma[1:], library, others, strict=True)
+    ]
 
 
 def frd_from_moments(

@@ -176,22 +176,35 @@ def gaussian_moments(
     return mu, centred.T @ centred / (len(f) - 1)
 
 
+def _sqrt_psd(sigma: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of a positive semi-definite matrix (negative rounding eigenvalues -> 0)."""
+    evals, evecs = torch.linalg.eigh((sigma + sigma.T) / 2)
+    return (evecs * evals.clamp(min=0).sqrt()) @ evecs.T
+
+
 def frechet_distance(
     mu1: torch.Tensor | np.ndarray,
     sigma1: torch.Tensor | np.ndarray,
     mu2: torch.Tensor | np.ndarray,
     sigma2: torch.Tensor | np.ndarray,
+    root1: torch.Tensor | None = None,
 ) -> float:
     """Fréchet distance of two Gaussians: ``|mu1-mu2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2))``.
 
     ``Tr((S1 S2)^(1/2))`` is computed as the sum of square roots of the eigenvalues of the symmetric
     positive semi-definite ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``): two ``eigh`` calls,
     no complex square roots, stable for singular covariances (more dimensions than samples).
+
+    Args:
+        mu1: mean of the first Gaussian.
+        sigma1: its covariance.
+        mu2: mean of the second.
+        sigma2: its covariance.
+        root1: ``S1^(1/2)`` if already known (one reference against several sets), else computed.
     """
     mu1, mu2 = _tensor(mu1), _tensor(mu2, _tensor(mu1).device)
     s1, s2 = _tensor(sigma1, mu1.device), _tensor(sigma2, mu1.device)
-    evals1, evecs1 = torch.linalg.eigh((s1 + s1.T) / 2)
-    root1 = (evecs1 * evals1.clamp(min=0).sqrt()) @ evecs1.T
+    root1 = _sqrt_psd(s1) if root1 is None else root1
     inner = root1 @ s2 @ root1
     tr_covmean = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
     diff = mu1 - mu2
@@ -202,6 +215,16 @@ def frechet_distance(
 def fid(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor, device: str = "cpu") -> float:
     """FID-style Fréchet distance between two feature sets ``(N, D)`` and ``(M, D)``."""
     return frechet_distance(*gaussian_moments(real, device), *gaussian_moments(fake, device))
+
+
+def fid_against(
+    reference: np.ndarray | torch.Tensor, others: Sequence[np.ndarray | torch.Tensor], device: str = "cpu"
+) -> list[float]:
+    """FID of ``reference`` against each of ``others``, with the reference's moments and covariance root
+    computed once (the real-vs-real floor compares one real half with real and generated sets)."""
+    mu1, s1 = gaussian_moments(reference, device)
+    root1 = _sqrt_psd(s1)
+    return [frechet_distance(mu1, s1, *gaussian_moments(x, device), root1=root1) for x in others]
 
 
 def polynomial_kernel(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -403,8 +426,14 @@ class FloorBootstrap:
     ratio: Bootstrap
 
 
-def _ratio(synthetic: float, floor: float) -> float:
-    return synthetic / floor if floor != 0 and np.isfinite(floor) and np.isfinite(synthetic) else float("nan")
+def floor_ratio(synthetic: float, floor: float) -> float:
+    """``synthetic / floor``; NaN unless the floor is positive and both are finite.
+
+    KID's unbiased estimate is negative when real-vs-real cannot be told from zero at the sample size, and
+    a ratio to a value <= 0 says nothing; bootstrap resamples without a ratio are left out and counted.
+    """
+    ok = np.isfinite(floor) and np.isfinite(synthetic) and floor > 0
+    return synthetic / floor if ok else float("nan")
 
 
 def bootstrap_floor(
@@ -430,9 +459,9 @@ def bootstrap_floor(
     rng = np.random.default_rng(seed)
     reps = np.asarray([statistic(rng.integers(0, n_units, n_units)) for _ in range(n_boot)], float)
     reps = reps.reshape(-1, 2)
-    ratios = np.asarray([_ratio(s, f) for f, s in reps], float)
+    ratios = np.asarray([floor_ratio(s, f) for f, s in reps], float)
     return FloorBootstrap(
         _summarise(float(floor), reps[:, 0], confidence),
         _summarise(float(synthetic), reps[:, 1], confidence),
-        _summarise(_ratio(float(synthetic), float(floor)), ratios, confidence),
+        _summarise(floor_ratio(float(synthetic), float(floor)), ratios, confidence),
     )

@@ -63,7 +63,12 @@ def test_agreement_score_hand_computed():
 
 
 def test_hq_ranking_keeps_the_best_scored(tmp_path):
-    cfg = load_config("smoke", ["segment.hq_count=2"], run_dir=tmp_path / "run")
+    # hq_count=2 needs mixes that take at most 2 HQ volumes (the config refuses more)
+    mixes = (
+        "segment.configurations=[{name: real_only, real_fraction: 1.0, synthetic: 0},"
+        " {name: hq2_only, real_fraction: 0.0, synthetic: 2, synthetic_pool: hq}]"
+    )
+    cfg = load_config("smoke", ["segment.hq_count=2", mixes], run_dir=tmp_path / "run")
     make_toy_run(cfg, n_train_patients=2, timepoints=1, n_val_patients=1, n_synthetic=4, shape=(10, 10, 10))
     pool = synthetic_pool(cfg)
     lut = label_lut(cfg)

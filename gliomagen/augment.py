@@ -1,6 +1,6 @@
 """Mask augmentation (``gliomagen augment``): new label maps from the training masks.
 
-The paper's recipe (PAPER.md §3), per training mask and round:
+The paper's recipe (docs/method.md), per training mask and round:
 
 1. flip left-right with probability ``augment.flip_p``. The left-right axis is read from the affine
    (``nibabel.orientations.aff2axcodes``), never assumed to be an array index; the array is mirrored about

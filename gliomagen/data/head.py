@@ -1,6 +1,6 @@
 """The head label (prepared value ``head``), computed once per scan by one documented rule.
 
-Rule (PAPER.md section 1; the original recomputed it for every modality and the last one written, FLAIR,
+Rule (docs/method.md, "Data"; the original recomputed it for every modality and the last one written, FLAIR,
 won -- here it is computed once, from ``data.head.source``):
 
 1. Otsu threshold of the raw source image (``t2f`` = the paper's effective choice; ``multi`` = the union

@@ -4,7 +4,7 @@ Conditioning is by concatenation: the network sees ``4`` noisy modality channels
 mask (see :func:`encode_mask`) and predicts the noise of the ``4`` modality channels.
 
 MONAI's network has the reference's parameter count but differs from it in three ways a count cannot see
-(measured, see DESIGN.md): it upsamples with nearest neighbours (reference: trilinear), its sinusoidal
+(measured, docs/method.md): it upsamples with nearest neighbours (reference: trilinear), its sinusoidal
 time embedding has a max period of 10000 (reference: 1000), and it does not zero-initialise the attention
 output projection. Each is a named model option here (``model.upsample_mode``,
 ``model.time_embed_max_period``, ``model.zero_init_attention_out``), implemented by the small subclass
@@ -28,7 +28,7 @@ from torch.utils.checkpoint import checkpoint
 
 from gliomagen.config import MODALITIES, Config
 
-#: Parameter count of the original network (PAPER.md §2), for the summary table.
+#: Parameter count of the original network (docs/method.md), for the summary table.
 PAPER_PARAMETERS = 57_566_020
 
 

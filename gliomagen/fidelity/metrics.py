@@ -307,7 +307,7 @@ def kid_disjoint_subsets(
 def paired_feature_distances(real: np.ndarray, fake: np.ndarray) -> np.ndarray:
     """Euclidean distance between the features of each real slice and its generated counterpart.
 
-    Their SD is what the original printed after the FID "±" (PAPER.md §5): a spread of per-slice feature
+    Their SD is what the original printed after the FID "±" (docs/flaws.md): a spread of per-slice feature
     mismatches, not an uncertainty of FID.
     """
     if real.shape != fake.shape:

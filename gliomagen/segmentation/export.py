@@ -9,7 +9,7 @@ Layout written per configuration (``<run>/nnunet/raw/Dataset<id>_GG_<name>/``)::
     dataset.json                                        written by nnunetv2's generate_dataset_json
     gliomagen_export.json                               what was exported (written last: completion marker)
 
-Rules (the fixes of PAPER.md §6):
+Rules (the fixes listed in docs/flaws.md):
 - real cases are chosen by **patient** (all timepoints of a patient together), seeded;
 - synthetic volumes come only from ``<run>/synthetic/train/`` and a guard refuses any whose source mask,
   or whose patient, belongs to the validation split (:func:`assert_no_validation_leak`);

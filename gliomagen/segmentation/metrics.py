@@ -1,6 +1,6 @@
 """Segmentation metrics: the paper's definitions (kept exactly, to compare with its table) and corrected ones.
 
-Paper (PAPER.md §6, §9), :func:`paper_case_metrics` and :func:`paper_summary`:
+Paper (docs/metrics.md, docs/flaws.md), :func:`paper_case_metrics` and :func:`paper_summary`:
 - a predicted head label becomes background (:func:`head_to_background`);
 - confusion matrix, Cohen's kappa, accuracy and per-class F1 are **pooled over the voxels where the ground
   truth is a tumour label** (false positives outside the tumour never count) -- :func:`restricted_confusion`;

@@ -11,7 +11,7 @@ resumable: preprocessing is skipped when its marker matches the exported dataset
 ``checkpoint_final.pth`` is not retrained (one with ``checkpoint_latest.pth`` continues), and only missing
 predictions are made (into a scratch folder first, then renamed, so no half-written prediction is kept).
 
-CPU facts (DESIGN.md): ``nnUNet_n_proc_DA`` must be set (0 = single-threaded augmentation),
+CPU facts (docs/machine.md): ``nnUNet_n_proc_DA`` must be set (0 = single-threaded augmentation),
 ``nnUNet_def_n_proc=1`` and one fingerprint/preprocessing worker are enough at smoke size.
 
 Safety (issue 13): nnunetv2 2.8 loads its checkpoints with ``torch.load(weights_only=False)``, which runs

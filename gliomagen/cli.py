@@ -159,7 +159,10 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
         )
         p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
         p.add_argument(
-            "--shard", default=None, type=_shard_text, help="i/n: process only shard i of n (0-based), e.g. 0/4"
+            "--shard",
+            default=None,
+            type=_shard_text,
+            help="i/n: process only shard i of n (0-based), e.g. 0/4",
         )
     elif name == "import-weights":
         p.set_defaults(profile="paper")  # the released weights are the paper network's

@@ -534,7 +534,9 @@ class Config(_Section):
             ("train.preview", self.train.preview_sampler, self.train.preview_steps),
         ):
             if sampler != "ddpm" and steps > T:  # the ancestral DDPM always runs all T steps
-                problems.append(f"{key}_steps={steps} exceeds diffusion.timesteps={T} ({key}_sampler={sampler})")
+                problems.append(
+                    f"{key}_steps={steps} exceeds diffusion.timesteps={T} ({key}_sampler={sampler})"
+                )
         factor = 2 ** (len(self.model.channels) - 1)  # the U-Net halves every side once per level
         if any(side % factor for side in self.data.target_shape):
             problems.append(
@@ -551,7 +553,9 @@ class Config(_Section):
             )
         too_many = [f"{c.name} ({c.synthetic})" for c in hq if c.synthetic > seg.hq_count]
         if too_many:
-            problems.append(f"segment configurations {too_many} take more hq volumes than segment.hq_count={seg.hq_count}")
+            problems.append(
+                f"segment configurations {too_many} take more hq volumes than segment.hq_count={seg.hq_count}"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -132,7 +132,13 @@ def install_group_killer() -> None:
     if os.getpgrp() != os.getpid():  # not a group leader (e.g. started by hand from a shell): leave SIGTERM
         return
 
+    owner = os.getpid()
+
     def _kill_group(signum: int, frame: Any) -> None:  # noqa: ARG001 -- signal handler signature
+        if os.getpid() != owner:  # a forked worker inherited the handler: a pool stopping it is no reason
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)  # to kill the group; die as SIGTERM would
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         os.killpg(os.getpgrp(), signal.SIGKILL)
 
     signal.signal(signal.SIGTERM, _kill_group)

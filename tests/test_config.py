@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gliomagen.config import ConfigError, config_hash, load_config, parse_override
@@ -107,3 +109,38 @@ def test_yaml_file_profile(tmp_path) -> None:
     path.write_text(yaml.safe_dump(tree))
     cfg = load_config(str(path))
     assert cfg.profile == "mine" and cfg.train.max_steps == src.train.max_steps
+
+
+# ----------------------------------------------------------------------------------- issue 13: cross-field rules
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["diffusion.timesteps=100"], r"train\.val_timesteps \[250, 500, 750, 950\] must lie in 0\.\.99"),
+        (
+            ["diffusion.timesteps=50", "train.val_timesteps=[5]", "generate.steps=60"],
+            r"generate_steps=60 exceeds",
+        ),
+        (["data.target_shape=[32, 42, 32]"], r"data\.target_shape \[32, 42, 32\] must be divisible by 4"),
+        (
+            ["segment.configurations=[{name: a, synthetic: 2, synthetic_pool: hq}]"],
+            r"use the hq pool, which is ranked by a real-only configuration",
+        ),
+        (
+            ["segment.hq_count=2"],
+            r"take more hq volumes than segment\.hq_count=2",
+        ),
+    ],
+)
+def test_cross_section_rules_are_refused_at_load(overrides: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("smoke", overrides)
+
+
+def test_relative_run_dir_is_taken_from_the_current_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config("smoke", run_dir="out").paths.root == tmp_path / "out"
+    from gliomagen.paths import PROJECT_ROOT
+
+    assert load_config("smoke").paths.root == PROJECT_ROOT / "runs" / "smoke"  # the profile's default

@@ -68,3 +68,87 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
     assert all(again["this_run"][n].get("skipped") for n in names)
     assert again["timing"]["real_only"]["trained"] is True  # the measured timing is kept
     assert again["paper_table"] == summary["paper_table"]
+
+
+def _worker_pids() -> list[int]:
+    """PIDs of running nnU-Net worker processes (python -m gliomagen.segmentation.nnunet)."""
+    from pathlib import Path
+
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().split(b"\0")
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if b"gliomagen.segmentation.nnunet" in cmd and state != "Z":
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.mark.slow
+def test_killed_segment_leaves_no_worker_and_training_resumes(tmp_path, capsys):
+    """Kill -9 `gliomagen segment` mid-training: its nnU-Net worker dies too, a concurrent run is refused
+    while it ran, and the rerun continues from checkpoint_latest.pth (loaded safely), not from epoch 0."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from gliomagen.locks import is_locked
+    from gliomagen.segmentation.nnunet import SHA_SUFFIX, load_checkpoint_safely, model_dir, verify_checkpoint
+
+    overrides = [
+        "segment.configurations=[{name: real_only}]",
+        "segment.epochs=4",
+        "segment.iterations_per_epoch=2",
+        "segment.val_iterations_per_epoch=1",
+        "segment.checkpoint_every=1",
+        "segment.bootstrap=20",
+    ]
+    cfg = load_config("smoke", overrides, run_dir=tmp_path / "run")
+    make_toy_run(cfg, n_train_patients=3, timepoints=2, n_val_patients=2, n_synthetic=2, shape=(16, 16, 16))
+    for done in (
+        cfg.paths.checkpoints / "last.pt",
+        cfg.paths.training / "train_log.csv",
+        cfg.paths.augmented / "manifest.csv",
+    ):  # fmt: skip -- stand-ins for the CLI's stage check
+        done.parent.mkdir(parents=True, exist_ok=True)
+        done.touch()
+    args = ["segment", "--run-dir", str(cfg.paths.root), *[f"--set={o}" for o in overrides]]
+    fold = model_dir(cfg, E.plan_configuration(cfg, cfg.segment.configurations[0])) / "fold_all"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gliomagen.cli", *args], env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    try:
+        deadline = time.monotonic() + 600
+        while not (fold / "checkpoint_latest.pth").is_file():
+            assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint_latest.pth appeared"
+            time.sleep(0.05)
+        workers = _worker_pids()
+        assert workers
+        assert main(args) == 2  # a second run on the same folder is refused while the first runs
+        assert "is busy: 'segment-real_only' is running in pid" in capsys.readouterr().err
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 20
+        while set(workers) & set(_worker_pids()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not set(workers) & set(_worker_pids()), "the nnU-Net worker outlived its killed parent"
+    finally:
+        proc.kill()
+    assert not (fold / "checkpoint_final.pth").exists()
+    assert is_locked(cfg.paths.root, "segment-real_only") is None  # released by the kernel
+    assert main(args) == 0  # the rerun
+    log_text = (cfg.paths.logs / "nnunet_real_only.log").read_text()
+    last_run = log_text.rsplit("===== ", 1)[1]
+    resumed = re.search(r"resuming real_only from .*checkpoint_latest.pth at epoch (\d+)", last_run)
+    assert resumed and 1 <= int(resumed.group(1)) < 4, last_run[-2000:]
+    epochs = [int(e) for e in re.findall(r"^.*Epoch (\d+)\s*$", last_run, re.MULTILINE)]
+    assert epochs and min(epochs) == int(resumed.group(1)) and max(epochs) == 3, epochs
+    final = fold / "checkpoint_final.pth"
+    assert verify_checkpoint(final) and (fold / f"checkpoint_final.pth{SHA_SUFFIX}").is_file()
+    assert load_checkpoint_safely(final)["current_epoch"] == 4

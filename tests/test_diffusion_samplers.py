@@ -14,6 +14,7 @@ from gliomagen.diffusion.schedule import make_train_scheduler, noisy_examples
 
 T = 50
 VAL_T = "train.val_timesteps=[5, 25]"  # must lie in 0..T-1
+EPS = "diffusion.prediction=epsilon"  # the oracles predict the noise (the smoke profile may predict x0)
 
 
 def cosine_alpha_bar(T: int, s: float = 0.008, beta_max: float = 0.999) -> torch.Tensor:
@@ -40,9 +41,7 @@ class Oracle(nn.Module):
 
 @pytest.fixture
 def cfg():
-    return load_config(
-        "smoke", [f"diffusion.timesteps={T}", VAL_T, "train.val_timesteps=[5]", "generate.eta=0.0"]
-    )
+    return load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, EPS, "generate.eta=0.0"])
 
 
 def test_cosine_schedule_matches_the_formula(cfg) -> None:
@@ -50,9 +49,7 @@ def test_cosine_schedule_matches_the_formula(cfg) -> None:
     torch.testing.assert_close(sched.alphas_cumprod.double(), cosine_alpha_bar(T), rtol=1e-4, atol=1e-6)
     assert float(sched.betas.max()) <= 0.999 + 1e-7
     capped = make_train_scheduler(
-        load_config(
-            "smoke", [f"diffusion.timesteps={T}", VAL_T, "train.val_timesteps=[5]", "diffusion.beta_max=0.5"]
-        )
+        load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, EPS, "diffusion.beta_max=0.5"])
     )
     torch.testing.assert_close(
         capped.alphas_cumprod.double(), cosine_alpha_bar(T, beta_max=0.5), rtol=1e-4, atol=1e-6
@@ -126,7 +123,7 @@ def test_cosine_schedule_is_the_float64_formula_cast_once() -> None:
     from monai.networks.schedulers import DDPMScheduler
 
     T_paper = 1000
-    cfg = load_config("smoke", [f"diffusion.timesteps={T_paper}"])
+    cfg = load_config("smoke", [f"diffusion.timesteps={T_paper}", EPS])
     exact = cosine_alpha_bar(T_paper)  # python floats (double), written independently
     ours = make_train_scheduler(cfg).alphas_cumprod
     assert ours.dtype == torch.float32
@@ -144,7 +141,9 @@ def test_clip_range_is_the_x0_clamp_of_every_sampler() -> None:
     x0[:, 2:] = 0.5
     for name, steps in [("ddpm", T), ("ddim", 5), ("dpmpp", 5)]:
         for clip, low in [("[0, 1]", 0.0), ("[-1, 1]", -0.5)]:
-            cfg = load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, f"generate.clip_range={clip}"])
+            cfg = load_config(
+                "smoke", [f"diffusion.timesteps={T}", VAL_T, EPS, f"generate.clip_range={clip}"]
+            )
             out = make_sampler(cfg, name, steps).sample(
                 Oracle(x0, cosine_alpha_bar(T)), torch.zeros(1, 6, 4, 4, 4), generator=make_generator(0)
             )
@@ -172,7 +171,7 @@ class SampleOracle(Oracle):
 @pytest.mark.parametrize("kind", ["sample", "v_prediction"])
 @pytest.mark.parametrize(("name", "steps"), [("ddim", 10), ("dpmpp", 10)])
 def test_samplers_follow_the_prediction_target(kind: str, name: str, steps: int) -> None:
-    cfg = load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, f"diffusion.prediction={kind}"])
+    cfg = load_config("smoke", [f"diffusion.timesteps={T}", VAL_T, EPS, f"diffusion.prediction={kind}"])
     x0 = torch.rand(1, 4, 4, 4, 4, generator=torch.Generator().manual_seed(2))
     out = make_sampler(cfg, name, steps).sample(
         SampleOracle(x0, cosine_alpha_bar(T), kind), torch.zeros(1, 6, 4, 4, 4), generator=make_generator(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import subprocess
 import sys
 
@@ -18,10 +19,23 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         assert name in out
 
 
+def _required(parser: argparse.ArgumentParser, command: str) -> list[str]:
+    """Placeholder values for the arguments ``command`` requires (positionals and required options)."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    args: list[str] = []
+    for action in sub._actions:
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            args.append("x")
+        elif action.option_strings and action.required:
+            args += [action.option_strings[0], "x"]
+    return args
+
+
 @pytest.mark.parametrize("command", ["reproduce", *STAGES])
 def test_every_command_takes_common_options(command: str) -> None:
-    args = build_parser().parse_args(
-        [command, "--profile", "paper", "--set", "seed=3", "--run-dir", "/tmp/x"]
+    parser = build_parser()
+    args = parser.parse_args(
+        [command, *_required(parser, command), "--profile", "paper", "--set", "seed=3", "--run-dir", "/tmp/x"]
     )
     assert args.profile == "paper" and args.overrides == ["seed=3"] and args.run_dir == "/tmp/x"
 

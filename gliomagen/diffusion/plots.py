@@ -128,7 +128,8 @@ def loss_curves(cfg: Config, smooth: int = 20) -> Figure:
     if len(val):
         ax.plot(val["step"], val["val_loss"], "o-", label="validation (EMA, fixed t and noise)")
     ax.set_xlabel("optimiser step")
-    ax.set_ylabel(f"{cfg.diffusion.loss.upper()} noise-prediction loss")
+    target = {"epsilon": "noise", "sample": "x0", "v_prediction": "v"}[cfg.diffusion.prediction]
+    ax.set_ylabel(f"{cfg.diffusion.loss.upper()} loss ({target} prediction)")
     ax.set_yscale("log")
     ax.legend()
     return _finish(fig)

@@ -1,14 +1,17 @@
 """The whole smoke reproduction, end to end: every notebook under the papermill runner, then checks that
 every figure and table of the paper exists, is fresh relative to the run's metrics, and that the
-manuscript's includes resolve. This is the test that CI's time budget is planned around (~15 min on 2 cores).
+manuscript's includes resolve, and that the run shows the science: the generated validation volumes follow
+their masks and nnU-Net learns the lesion (the goals of issue 17). This is the test that CI's time budget is planned around (~15 min on 2 cores).
 """
 
 from __future__ import annotations
 
 import nbformat
+import pandas as pd
 import pytest
 
 from gliomagen.config import load_config
+from gliomagen.fidelity.conditioning import MIN_MEDIAN_R, goals_failed, output_path, summarise
 from gliomagen.figures import ARTIFACTS
 from gliomagen.figures.export import stale_outputs
 from gliomagen.paper import check_manuscript
@@ -76,3 +79,51 @@ def test_manuscript_includes_resolve(smoke_run: dict[str, object]) -> None:
     cfg = smoke_run["cfg"]
     problems = check_manuscript(PAPER_DIR / "main.tex", cfg.profile, cfg.tables_dir, cfg.figures_dir)  # type: ignore[attr-defined]
     assert problems == []
+
+
+def _conditioning(smoke_run: dict[str, object]) -> pd.DataFrame:
+    table = pd.read_csv(output_path(smoke_run["cfg"]))  # type: ignore[arg-type]
+    assert len(table) == 4 * len(table["case_id"].unique()) > 0
+    return summarise(table)
+
+
+def test_generated_lesions_have_the_real_contrast_and_a_dark_background(smoke_run: dict[str, object]) -> None:
+    """Lesion contrast within 30 % of the real departure from 1 (t2w, t2f); head/background >= 10 everywhere."""
+    summary = _conditioning(smoke_run)
+    failed = [f for f in goals_failed(summary) if "Pearson" not in f]
+    assert failed == []
+
+
+@pytest.mark.parametrize(
+    "modality",
+    [
+        "t1n",
+        "t1c",
+        pytest.param(
+            "t2w",
+            marks=pytest.mark.xfail(
+                reason="issue 17, open: t2w's ventricles and sulci stay blurred at the smoke budget (median "
+                "r measured 0.45 after 240 steps and 0.39 after 300)",
+                strict=False,
+            ),
+        ),
+        "t2f",
+    ],
+)
+def test_generated_volumes_correlate_with_the_real_ones(smoke_run: dict[str, object], modality: str) -> None:
+    """Median Pearson r of synthetic vs real voxels inside the head >= 0.5."""
+    summary = _conditioning(smoke_run)
+    assert summary.loc[modality, "pearson_r_median"] >= MIN_MEDIAN_R
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 17, open: at the smoke budget nnU-Net predicts no tumour (measured: 250 iterations at "
+    "feature_scale 0.25 and 100 at 0.5 with or without the head label gave whole-tumour Dice 0)",
+)
+def test_real_only_nnunet_learns_the_lesion(smoke_run: dict[str, object]) -> None:
+    cfg = smoke_run["cfg"]
+    corrected = pd.read_csv(cfg.paths.metrics / "segmentation_corrected.csv")  # type: ignore[attr-defined]
+    wt = corrected[(corrected["configuration"] == "real_only") & (corrected["region"] == "WT")]
+    assert len(wt) == 1
+    assert float(wt["dice"].iloc[0]) >= 0.7

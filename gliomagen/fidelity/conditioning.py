@@ -274,5 +274,5 @@ def plot_mask_following(cfg: Config, table: pd.DataFrame | None = None, n: int |
         "Validation masks: real (upper) vs generated from the mask (lower); red = tumour outline of the mask",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (4.3 * len(pairs))))  # keep the title off the first row
     return fig

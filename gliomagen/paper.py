@@ -123,11 +123,21 @@ def build(profile: str = "smoke", overrides: list[str] | None = None) -> int:
     tex = PAPER_DIR / "main.tex"
     problems = check_manuscript(tex, cfg.profile, cfg.tables_dir, cfg.figures_dir)
     if problems:
-        print("paper: cannot build, run the pipeline first (make reproduce) -- problems:", file=sys.stderr)
+        print(
+            "paper: cannot build; publish one complete run first (make reproduce, or gliomagen figures on a "
+            "finished run) -- problems:",
+            file=sys.stderr,
+        )
         for p in problems:
             print(f"  - {p}", file=sys.stderr)
         return 1
-    print(f"paper: every included table, figure and macro exists for profile {cfg.profile!r}")
+    from gliomagen.figures.publish import published_record
+
+    record = published_record(cfg.tables_dir) or {}
+    print(
+        f"paper: every included table, figure and macro exists for profile {cfg.profile!r} and comes from one "
+        f"published run ({record.get('run_dir')}, config {record.get('config_hash')})"
+    )
     latex = shutil.which("latexmk") or shutil.which("pdflatex")
     if latex is None:
         print(

@@ -1,6 +1,6 @@
 """Generation (``gliomagen generate``): 4-modality volumes from masks with the EMA weights of a checkpoint.
 
-Two sets of masks are sampled (PAPER.md §4):
+Two sets of masks are sampled (docs/method.md):
 
 * ``val``: every validation mask (``<run>/prepared/val``) into ``<run>/synthetic/val/<id>/`` (same id as the
   real case), for the fidelity metrics and the qualitative figure;
@@ -692,10 +692,8 @@ def plot_diffusion_process(
         modality: which channel to show.
         n: number of time points per row.
     """
-    import matplotlib.pyplot as plt
-
     from gliomagen.cases import load_case
-    from gliomagen.diffusion.plots import lesion_slice, mask_rgb
+    from gliomagen.diffusion.plots import lesion_slice, process_figure, state_times
     from gliomagen.diffusion.schedule import noisy_examples
 
     setup = setup or load_setup(cfg)
@@ -703,35 +701,22 @@ def plot_diffusion_process(
     case = load_case(job.mask_path.parent)
     channel = MODALITIES.index(modality)
     z = lesion_slice(case.mask, cfg)
-    T = cfg.diffusion.timesteps
-    ts = [round(k * (T - 1) / (n - 1)) for k in range(n)]
-    forward = noisy_examples(cfg, torch.from_numpy(case.image), ts, seed=cfg.generate.seed)
     condition = setup.encode(torch.as_tensor(case.mask[None])).to(setup.device)
     generator = torch.Generator(device=setup.device).manual_seed(volume_seed(cfg.generate.seed, job.id))
     with torch.inference_mode():
         states = setup.sampler.trajectory(setup.model, condition, record=n, generator=generator)
-    fig, axes = plt.subplots(2, n + 1, figsize=(2 * (n + 1), 4.4), squeeze=False)
-    for k, t in enumerate(ts):
-        axes[0, k].imshow(forward[t][channel, :, :, z].numpy().T, cmap="gray", origin="lower")
-        axes[0, k].set_title(f"t = {t}", fontsize=8)
-    for k, state in enumerate(states[:n]):
-        axes[1, k].imshow(state["x_t"][0, channel, :, :, z].numpy().T, cmap="gray", origin="lower")
-        axes[1, k].set_title(
-            f"after step {state['step'] + 1}/{len(setup.sampler.timesteps)} (t={state['t']})", fontsize=7
-        )
-    for ax in axes[1, len(states[:n]) : n]:  # a sampler with fewer steps than panels
-        ax.set_axis_off()
-    for r in range(2):
-        axes[r, n].imshow(np.transpose(mask_rgb(case.mask[:, :, z], cfg), (1, 0, 2)), origin="lower")
-        axes[r, n].set_title("mask", fontsize=8)
-        for ax in axes[r]:
-            ax.set_xticks([])
-            ax.set_yticks([])
-    axes[0, 0].set_ylabel("forward q(x_t|x_0)", fontsize=8)
-    axes[1, 0].set_ylabel(f"reverse ({setup.sampler_name})", fontsize=8)
-    fig.suptitle(f"Diffusion process with the mask, {job.id}, {modality}, axial slice {z}", fontsize=9)
-    fig.tight_layout()
-    return fig
+    # a state recorded after step i stands for the next timestep (t = 0 after the last step); the forward row
+    # shows the same t values, so each column is one time point of both processes
+    times = state_times(setup.sampler.timesteps, [s["step"] for s in states])
+    forward = noisy_examples(cfg, torch.from_numpy(case.image), sorted(set(times)), seed=cfg.generate.seed)
+    return process_figure(
+        {t: x[channel, :, :, z].numpy() for t, x in forward.items()},
+        [(t, s["x_t"][0, channel, :, :, z].numpy()) for t, s in zip(times, states, strict=True)],
+        case.mask[:, :, z],
+        cfg,
+        reverse_label=f"{setup.sampler_name}, {len(setup.sampler.timesteps)} steps",
+        title=f"Diffusion process with the mask, {job.id}, {modality}, axial slice {z}",
+    )
 
 
 def _lesion_slice(mask: np.ndarray, cfg: Config) -> int:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import json
 import logging
 import os
@@ -106,7 +105,9 @@ def die_with_parent(expected_parent: int | None = None, sig: int = signal.SIGTER
     """
     if not sys.platform.startswith("linux"):
         return
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # CDLL(None): the C library already loaded in this process. Not ctypes.util.find_library, which runs
+    # ldconfig/gcc in a subprocess: forking a process that already has BLAS threads can deadlock there
+    libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0) != 0:
         log.warning(
             "prctl(PR_SET_PDEATHSIG) failed (errno %d): this process may outlive its parent",

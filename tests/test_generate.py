@@ -38,6 +38,9 @@ TINY = [
     "model.norm_num_groups=8",
     "model.num_head_channels=8",
     "diffusion.timesteps=20",
+    # the random network's output layer is zero-initialised: as a noise prediction it still gives varied
+    # samples, as an x0 prediction (the smoke profile's) every volume would be all zero
+    "diffusion.prediction=epsilon",
     "train.val_timesteps=[5, 15]",  # must lie in 0..T-1 (checked when the config loads)
     "generate.sampler=ddim",
     "generate.steps=2",
@@ -84,6 +87,8 @@ def build_run(root: Path, overrides: list[str] | None = None) -> Config:
     pd.DataFrame(rows).to_csv(cfg.paths.cases_csv, index=False)
     augment(cfg, progress=False)
     write_random_checkpoint(cfg, seed=0, step=7)
+    cfg.paths.training.mkdir(parents=True, exist_ok=True)
+    (cfg.paths.training / "train_log.csv").write_text("step\n")  # the CLI checks that training has run
     return cfg
 
 

@@ -3,15 +3,12 @@
 
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.patches import FancyArrowPatch, Rectangle
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.patches import FancyArrowPatch, Rectangle  # noqa: E402
-
-from gliomagen.config import MODALITIES, Config  # noqa: E402
-from gliomagen.reference import PAPER_FACTS  # noqa: E402
+from gliomagen.config import MODALITIES, Config
+from gliomagen.reference import PAPER_FACTS
 
 
 def level_shapes(cfg: Config) -> list[tuple[int, tuple[int, int, int]]]:

@@ -13,13 +13,10 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from gliomagen.io import atomic_path, file_sha256, write_json, write_text  # noqa: E402
+from gliomagen.io import atomic_path, file_sha256, write_json, write_text
 
 SOURCES_TAG = "gliomagen-sources:"
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import sys
 import tempfile
@@ -214,6 +215,25 @@ def _ipc_kernel_config() -> Iterator[object]:
         yield TraitletsConfig({"KernelManager": {"transport": "ipc", "ip": str(Path(folder) / "kernel")}})
 
 
+#: the kernel inherits this process's environment; the CLI sets MPLBACKEND=Agg for itself, which would
+#: turn every notebook's inline figures off
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+@contextlib.contextmanager
+def _inline_figures() -> Iterator[None]:
+    """Start kernels with matplotlib's inline backend, whatever ``MPLBACKEND`` this process has."""
+    before = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = INLINE_BACKEND
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("MPLBACKEND", None)
+        else:
+            os.environ["MPLBACKEND"] = before
+
+
 #: run right after the parameters cell when the runner writes a run log
 TEXT_PROGRESS = """\
 # injected by `gliomagen reproduce`: the stages' progress bars as text, so that they reach the run log
@@ -272,7 +292,7 @@ def execute_notebook(
     # papermill logs its own chatter (input/output names) at INFO; the runner says what matters
     logging.getLogger("papermill").setLevel(logging.WARNING)
     try:
-        with _ipc_kernel_config() as kernel_config:
+        with _ipc_kernel_config() as kernel_config, _inline_figures():
             papermill.execute_notebook(
                 nb,
                 str(tmp_out),

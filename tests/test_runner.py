@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,19 @@ def test_project_notebooks_follow_naming() -> None:
     for path in found.values():
         text = path.read_text()
         assert 'tags=["parameters"]' in text, f"{path.name} has no parameters cell"
+
+
+@pytest.mark.slow
+def test_notebook_figures_stay_inline_when_the_cli_chose_agg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI sets MPLBACKEND=Agg for itself; the kernels it starts must still show figures inline."""
+    from gliomagen.runner import execute_notebook
+
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    source = tmp_path / "01_plot.py"
+    source.write_text(HEADER + "\n# %%\nimport matplotlib.pyplot as plt\nplt.plot([0, 1])\nplt.show()\n")
+    out = tmp_path / "01_plot.ipynb"
+    execute_notebook(source, out, {"profile": "smoke", "overrides": [], "run_dir": str(tmp_path)})
+    assert "image/png" in out.read_text()
+    assert os.environ["MPLBACKEND"] == "Agg"  # this process keeps its own backend

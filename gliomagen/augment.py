@@ -340,7 +340,7 @@ def augment_mask(
 def training_mask_dirs(cfg: Config) -> list[Path]:
     """The usable training case folders (from the data stage's QC; sorted by id)."""
     try:
-        from gliomagen.data.prepare import prepared_case_dirs
+        from gliomagen.data.prepare import usable_cases
     except ModuleNotFoundError:  # data stage not installed: fall back to the prepared layout itself
         root = cfg.paths.prepared / "train"
         return (
@@ -348,7 +348,7 @@ def training_mask_dirs(cfg: Config) -> list[Path]:
             if root.is_dir()
             else []
         )
-    return list(prepared_case_dirs(cfg, "train"))
+    return list(usable_cases(cfg, "train"))
 
 
 def _check_mask(mask: np.ndarray, path: Path, cfg: Config) -> None:

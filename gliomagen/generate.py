@@ -102,9 +102,9 @@ def volume_seed(base_seed: int, volume_id: str) -> int:
 
 def val_jobs(cfg: Config) -> list[Job]:
     """One job per usable validation case (sorted by id)."""
-    from gliomagen.data.prepare import prepared_case_dirs
+    from gliomagen.data.prepare import usable_cases
 
-    return [Job(d.name, "val", modality_path(d, "seg"), d.name) for d in prepared_case_dirs(cfg, "val")]
+    return [Job(d.name, "val", modality_path(d, "seg"), d.name) for d in usable_cases(cfg, "val")]
 
 
 def synthetic_jobs(cfg: Config) -> list[Job]:

@@ -31,7 +31,7 @@ from IPython.display import Markdown, display
 
 from gliomagen.config import load_config
 from gliomagen.data import plots
-from gliomagen.data.prepare import prepare, prepared_case_dirs, read_cases_table
+from gliomagen.data.prepare import prepare, usable_cases, read_cases_table
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
@@ -84,6 +84,6 @@ plt.show()
 # Axial slice with the most lesion, on the prepared grid (values in [0, 1]).
 
 # %%
-shown = prepared_case_dirs(cfg, "train")[:2] + prepared_case_dirs(cfg, "val")[:1]
+shown = usable_cases(cfg, "train")[:2] + usable_cases(cfg, "val")[:1]
 plots.plot_cases(cfg, shown)
 plt.show()

@@ -12,7 +12,7 @@ import pytest
 from gliomagen.cases import load_case
 from gliomagen.config import PhantomConfig, load_config
 from gliomagen.data.phantom import FAULTS, grid_affine, make_phantom
-from gliomagen.data.prepare import prepare, prepared_case_dirs, read_cases_table
+from gliomagen.data.prepare import prepare, usable_cases, read_cases_table
 
 OVERRIDES = ["data.phantom.patients=4", "data.phantom.faults=true", "data.workers=1", "data.split.n_val=2"]
 SMALL = {"patients": 2, "max_timepoints": 2, "shape": (46, 55, 46), "spacing": 4.0, "seed": 3}
@@ -82,7 +82,7 @@ def test_prepare_reports_every_fault_and_splits_by_patient(tmp_path: Path) -> No
     assert set(good.groupby("patient")["split"].nunique()) == {1}  # no patient on both sides
     assert 1 <= summary.val <= 2 and summary.patients_on_both_sides == []  # never more than n_val
 
-    val = prepared_case_dirs(cfg, "val")
+    val = usable_cases(cfg, "val")
     assert [d.name for d in val] == sorted(table.loc[table["split"] == "val", "id"])
     case = load_case(val[0])
     assert case.image.dtype == np.float32 and case.mask.dtype == np.uint8
@@ -114,7 +114,7 @@ def test_prepare_reports_every_fault_and_splits_by_patient(tmp_path: Path) -> No
     result = prepare(paper, progress=False)
     assert result.prepared_now == 0 and result.val == 1
     assert result.missing_val_ids == ["BraTS-GLI-90001-000"]  # invalid scans are never used
-    assert [d.name for d in prepared_case_dirs(paper, "val")] == [leaky]
+    assert [d.name for d in usable_cases(paper, "val")] == [leaky]
     if len(two_timepoints):
         assert result.patients_on_both_sides == [leaky.split("-")[2]]  # the paper's leak, reported
 

@@ -7,6 +7,6 @@ Modules:
     geometry: isotropic rescale + centre pad/crop with the correct affine.
     qc: automatic quality control of a prepared case.
     split: patient-level (or paper-compatible) train/validation split.
-    prepare: the stage itself (``gliomagen prepare``) and :func:`prepared_case_dirs`.
+    prepare: the stage itself (``gliomagen prepare``) and :func:`usable_cases`.
     plots: figures of notebook 01.
 """

@@ -15,10 +15,13 @@ filter (scikit-image's ``rescale(anti_aliasing=True)`` rule, sigma = (1/f - 1) /
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
+from scipy.spatial.transform import Rotation
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,40 @@ class Geometry:
 
 
 def voxel_spacing(affine: np.ndarray) -> tuple[float, float, float]:
-    """Voxel sizes (mm) of a voxel-to-world matrix."""
-    sizes = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
+    """Voxel sizes (mm) of a voxel-to-world matrix (the project's one copy of this rule)."""
+    sizes = nib.affines.voxel_sizes(np.asarray(affine, float))
     return (float(sizes[0]), float(sizes[1]), float(sizes[2]))
+
+
+#: world-axis names and the orientation codes (either direction) that identify them
+WORLD_AXES = {"left-right": ("L", "R"), "anterior-posterior": ("A", "P"), "inferior-superior": ("I", "S")}
+
+
+def world_axis(affine: np.ndarray, direction: str) -> int:
+    """The voxel axis that runs along a world direction according to ``affine``.
+
+    Args:
+        affine: 4x4 voxel-to-world matrix.
+        direction: ``left-right``, ``anterior-posterior`` or ``inferior-superior``.
+
+    Raises:
+        ValueError: for an unknown direction or an affine without that axis.
+    """
+    if direction not in WORLD_AXES:
+        raise ValueError(f"direction must be one of {sorted(WORLD_AXES)}, got {direction!r}")
+    codes = nib.orientations.aff2axcodes(np.asarray(affine, float))
+    for axis, code in enumerate(codes):
+        if code in WORLD_AXES[direction]:
+            return axis
+    raise ValueError(f"affine has no {direction} axis (orientation codes {codes})")
+
+
+def rotation_matrix(degrees: Sequence[float]) -> np.ndarray:
+    """World-space rotation ``Rz @ Ry @ Rx`` for angles (degrees) about the world x, y, z axes.
+
+    Extrinsic x-y-z Euler angles in scipy's convention, which compose to exactly this product.
+    """
+    return Rotation.from_euler("xyz", np.asarray(degrees, float), degrees=True).as_matrix()
 
 
 def plan_geometry(

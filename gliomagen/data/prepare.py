@@ -468,7 +468,7 @@ def read_cases_table(cfg: Config) -> pd.DataFrame:
     return pd.read_csv(path, dtype={"id": str, "patient": str, "timepoint": str}, keep_default_na=False)
 
 
-def prepared_case_dirs(cfg: Config, split: str) -> list[Path]:
+def usable_cases(cfg: Config, split: str) -> list[Path]:
     """The usable prepared case folders of ``split`` (``train`` or ``val``), sorted by case id.
 
     Args:

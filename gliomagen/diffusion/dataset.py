@@ -29,10 +29,10 @@ CACHE_BYTES = 2 * 1024**3
 def case_dirs(cfg: Config, split: str) -> list[Path]:
     """Usable prepared case folders of ``split`` (via the data stage's ``cases.csv``)."""
     try:
-        from gliomagen.data.prepare import prepared_case_dirs
+        from gliomagen.data.prepare import usable_cases
     except ImportError:  # data stage not installed: plain folder listing of the prepared layout
         return sorted(d for d in (cfg.paths.prepared / split).glob("*") if is_complete(d))
-    return prepared_case_dirs(cfg, split)
+    return usable_cases(cfg, split)
 
 
 def check_case(case_dir: Path, cfg: Config) -> str | None:

@@ -39,6 +39,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from gliomagen.bootstrap import Bootstrap, bootstrap_subjects
 from gliomagen.cases import case_files, is_complete, load_case
 from gliomagen.config import MODALITIES, Config
 from gliomagen.fidelity import metrics as M
@@ -63,10 +64,10 @@ class Pair:
 
 def _real_val_dirs(cfg: Config) -> list[Path]:
     try:
-        from gliomagen.data.prepare import prepared_case_dirs
+        from gliomagen.data.prepare import usable_cases
 
         if cfg.paths.cases_csv.is_file():
-            return prepared_case_dirs(cfg, "val")
+            return usable_cases(cfg, "val")
     except ImportError:
         pass
     root = cfg.paths.prepared / "val"
@@ -249,7 +250,7 @@ def _row(modality: str, metric: str, variant: str, extractor: str = "", **values
     return base
 
 
-def _with_ci(row: dict[str, Any], boot: M.Bootstrap) -> dict[str, Any]:
+def _with_ci(row: dict[str, Any], boot: Bootstrap) -> dict[str, Any]:
     if boot.replicates:
         row.update(ci_low=boot.low, ci_high=boot.high)
     return row
@@ -296,7 +297,7 @@ def structural_rows(cfg: Config, subjects: list[SubjectResult], modality: str) -
     ]
     keep = [_kept_slices(cfg, s, modality) for s in subjects]
     per_subject = _subject_ms_ssim(cfg, subjects, modality)
-    boot = M.bootstrap_subjects(
+    boot = bootstrap_subjects(
         lambda idx: float(_nanmean(per_subject[idx])),
         n,
         fc.bootstrap,
@@ -324,7 +325,7 @@ def structural_rows(cfg: Config, subjects: list[SubjectResult], modality: str) -
     for key, metric in (("ms_ssim_3d", "MS-SSIM 3D"), ("ssim_3d", "SSIM 3D"), ("psnr_db", "PSNR 3D (dB)")):
         values = np.asarray([s.volume_metrics[modality][key] for s in subjects], np.float64)
         finite = np.where(np.isfinite(values), values, np.nan)
-        boot = M.bootstrap_subjects(
+        boot = bootstrap_subjects(
             lambda idx, v=finite: float(_nanmean(v[idx])),
             n,
             fc.bootstrap,
@@ -416,7 +417,7 @@ def feature_rows(
 
         what = "non-empty axial slices" if fc.exclude_empty_slices else "every axial slice"
         for metric, stat in (("FID", fid_stat), ("KID", kid_stat)):
-            boot = M.bootstrap_subjects(
+            boot = bootstrap_subjects(
                 stat, n, fc.bootstrap, _seed(cfg, modality, name, metric), fc.confidence
             )
             rows.append(

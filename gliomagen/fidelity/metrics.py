@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
 
+from gliomagen.bootstrap import Bootstrap, summarise_replicates
+
 log = logging.getLogger(__name__)
 
 #: The standard MS-SSIM scale weights (Wang et al. 2003), finest scale first.
@@ -355,63 +357,6 @@ def mean_sd(values: Sequence[float] | np.ndarray, ddof: int = 1) -> tuple[float,
 
 
 @dataclass(frozen=True)
-class Bootstrap:
-    """A statistic with a percentile bootstrap interval over subjects.
-
-    Args:
-        estimate: the statistic on all subjects.
-        low: lower bound of the interval (``nan`` without resamples).
-        high: upper bound.
-        se: SD of the bootstrap replicates.
-        replicates: how many resamples produced a finite value.
-        confidence: level of the interval.
-    """
-
-    estimate: float
-    low: float
-    high: float
-    se: float
-    replicates: int
-    confidence: float
-
-
-def bootstrap_subjects(
-    statistic: Callable[[np.ndarray], float],
-    n_subjects: int,
-    n_boot: int,
-    seed: int,
-    confidence: float = 0.95,
-) -> Bootstrap:
-    """Percentile bootstrap of ``statistic`` resampling *subjects* with replacement.
-
-    Slices of one subject are correlated, so the subject (not the slice) is the unit that is resampled.
-
-    Args:
-        statistic: maps an array of subject indices (with repeats) to a number.
-        n_subjects: number of subjects.
-        n_boot: resamples (0 = estimate only).
-        seed: seed of the resampling (same seed, same interval).
-        confidence: interval level, e.g. 0.95.
-    """
-    if n_subjects < 1:
-        raise ValueError("bootstrap needs at least one subject")
-    estimate = float(statistic(np.arange(n_subjects)))
-    rng = np.random.default_rng(seed)
-    reps = np.asarray([statistic(rng.integers(0, n_subjects, n_subjects)) for _ in range(n_boot)], float)
-    return _summarise(estimate, reps, confidence)
-
-
-def _summarise(estimate: float, reps: np.ndarray, confidence: float) -> Bootstrap:
-    reps = reps[np.isfinite(reps)]
-    if reps.size == 0:
-        return Bootstrap(estimate, float("nan"), float("nan"), float("nan"), 0, confidence)
-    alpha = (1 - confidence) / 2
-    low, high = np.quantile(reps, [alpha, 1 - alpha])
-    se = float(reps.std(ddof=1)) if reps.size > 1 else 0.0
-    return Bootstrap(estimate, float(low), float(high), se, int(reps.size), confidence)
-
-
-@dataclass(frozen=True)
 class FloorBootstrap:
     """A real-vs-real floor, the synthetic-vs-real value on the same subjects, and their ratio.
 
@@ -461,7 +406,7 @@ def bootstrap_floor(
     reps = reps.reshape(-1, 2)
     ratios = np.asarray([floor_ratio(s, f) for f, s in reps], float)
     return FloorBootstrap(
-        _summarise(float(floor), reps[:, 0], confidence),
-        _summarise(float(synthetic), reps[:, 1], confidence),
-        _summarise(floor_ratio(float(synthetic), float(floor)), ratios, confidence),
+        summarise_replicates(float(floor), reps[:, 0], confidence),
+        summarise_replicates(float(synthetic), reps[:, 1], confidence),
+        summarise_replicates(floor_ratio(float(synthetic), float(floor)), ratios, confidence),
     )

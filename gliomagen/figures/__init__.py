@@ -103,9 +103,9 @@ def _fig_head_label(cfg: Config) -> Figure:
 
 def _fig_modalities(cfg: Config) -> Figure:
     from gliomagen.data import plots
-    from gliomagen.data.prepare import prepared_case_dirs
+    from gliomagen.data.prepare import usable_cases
 
-    return plots.plot_cases(cfg, prepared_case_dirs(cfg, "train")[:2] + prepared_case_dirs(cfg, "val")[:1])
+    return plots.plot_cases(cfg, usable_cases(cfg, "train")[:2] + usable_cases(cfg, "val")[:1])
 
 
 def _tab_run_data(cfg: Config) -> TableResult:

@@ -127,12 +127,12 @@ def find_pairs(
 def real_validation_dirs(cfg: Config) -> list[Path]:
     """The usable real validation folders of a run (the data stage's list when it is available)."""
     try:
-        from gliomagen.data.prepare import prepared_case_dirs
+        from gliomagen.data.prepare import usable_cases
     except ImportError:
         # The data stage is not installed in this checkout: fall back to the folder contract itself.
         val = cfg.paths.prepared / "val"
         return sorted(d for d in val.iterdir() if d.is_dir()) if val.is_dir() else []
-    return list(prepared_case_dirs(cfg, "val"))
+    return list(usable_cases(cfg, "val"))
 
 
 def _to_ras(volume: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

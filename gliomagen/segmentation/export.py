@@ -90,14 +90,14 @@ def patient_of(case_id: str) -> str:
 def real_case_dirs(cfg: Config, split: str) -> list[Path]:
     """Usable prepared case folders of a split, sorted by id.
 
-    Uses ``gliomagen.data.prepare.prepared_case_dirs`` (the data stage's own rule); if that stage is not
+    Uses ``gliomagen.data.prepare.usable_cases`` (the data stage's own rule); if that stage is not
     importable, falls back to ``cases.csv`` (split and ``qc_status != invalid``) or the folder listing.
     """
     try:
-        from gliomagen.data.prepare import prepared_case_dirs
+        from gliomagen.data.prepare import usable_cases
     except ImportError:
         return _fallback_case_dirs(cfg, split)
-    return list(prepared_case_dirs(cfg, split))
+    return list(usable_cases(cfg, split))
 
 
 def _fallback_case_dirs(cfg: Config, split: str) -> list[Path]:

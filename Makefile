@@ -13,7 +13,7 @@ ARGS   ?=
 PYTEST_ARGS ?=
 STAMP  := $(VENV)/.installed
 
-.PHONY: help install reproduce test chromium lab lint notebooks paper clean-run
+.PHONY: help install reproduce test test-fast chromium lab lint notebooks paper clean-run
 
 help:
 	@sed -n '1,7p' Makefile
@@ -63,9 +63,15 @@ lab: $(STAMP)
 paper: $(STAMP)
 	$(BIN)/python -m gliomagen.paper --profile $(PROFILE)
 
+# ruff (style, imports) and mypy --strict on the package (settings in pyproject.toml)
 lint: $(STAMP)
-	$(BIN)/ruff check gliomagen tests notebooks
-	$(BIN)/ruff format --check gliomagen tests notebooks
+	$(BIN)/ruff check gliomagen tests notebooks benchmarks
+	$(BIN)/ruff format --check gliomagen tests notebooks benchmarks
+	$(BIN)/mypy
+
+# the inner loop: everything but the slow tests (notebooks, nnU-Net, the end-to-end smoke run)
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean-run:
 	rm -rf runs/$(PROFILE)

@@ -119,8 +119,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=int, default=None, help="per-cell timeout in seconds (default none)")
 
-    p = sub.add_parser("config", help="print the resolved configuration and its hash")
+    p = sub.add_parser(
+        "config",
+        help="print the resolved configuration and its hash",
+        description="Print the resolved configuration (profile + --set overrides) as YAML with its hash. "
+        "With --explain: every key, its value, the paper's value where this profile differs, and what it means.",
+    )
     _common(p)
+    p.add_argument(
+        "--explain", action="store_true", help="describe every key (and show where it differs from paper)"
+    )
 
     from gliomagen.runner import STAGE_IO
 
@@ -254,6 +262,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "config":
             import yaml
 
+            if args.explain:
+                from gliomagen.config import explain
+
+                print(explain(cfg))
+                return 0
             print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
             print(f"# config hash: {cfg.hash}\n# run folder: {cfg.paths.root}")
             return 0

@@ -13,14 +13,17 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
+import inspect
 import json
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gliomagen.hashing import content_hash
 from gliomagen.paths import PROJECT_ROOT, RunPaths
 
 CONFIG_DIR = PROJECT_ROOT / "configs"
@@ -31,8 +34,31 @@ class ConfigError(ValueError):
     """A profile or override is invalid; the message names the key and how to fix it."""
 
 
+#: the paper's label map: background, the derived head label, the four BraTS 2024 post-treatment labels
+PAPER_LABELS: tuple[dict[str, Any], ...] = (
+    {"name": "background", "source": 0, "value": 0, "tumour": False},
+    {"name": "head", "source": None, "value": 1, "tumour": False},
+    {"name": "NETC", "source": 1, "value": 2},
+    {"name": "SNFH", "source": 2, "value": 3},
+    {"name": "ET", "source": 3, "value": 4},
+    {"name": "RC", "source": 4, "value": 5},
+)
+#: the paper's six nnU-Net training-data mixes
+PAPER_CONFIGURATIONS: tuple[dict[str, Any], ...] = (
+    {"name": "real_only", "real_fraction": 1.0, "synthetic": 0},
+    {"name": "real_1062syn", "real_fraction": 1.0, "synthetic": 1062, "synthetic_pool": "all"},
+    {"name": "real_2124syn", "real_fraction": 1.0, "synthetic": 2124, "synthetic_pool": "all"},
+    {"name": "real_598hq", "real_fraction": 1.0, "synthetic": 598, "synthetic_pool": "hq"},
+    {"name": "hq598_only", "real_fraction": 0.0, "synthetic": 598, "synthetic_pool": "hq"},
+    {"name": "halfreal_598hq", "real_fraction": 0.5, "synthetic": 598, "synthetic_pool": "hq"},
+)
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    """A config section: unknown keys are errors, and nothing changes after loading (the hash describes
+    what ran). Each field is described in the class docstring's ``Args:`` (``gliomagen config --explain``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -54,7 +80,16 @@ class LabelSpec(_Section):
 
 
 class PhantomConfig(_Section):
-    """The built-in BraTS-layout phantom (see ``gliomagen phantom --help``)."""
+    """The built-in BraTS-layout phantom (see ``gliomagen phantom --help``).
+
+    Args:
+        patients: phantom patients (each with 1..max_timepoints scans).
+        max_timepoints: most scans (timepoints) per patient.
+        shape: raw volume shape in voxels (the BraTS grid is 182x218x182 at 1 mm).
+        spacing: voxel size in mm.
+        seed: seed of anatomy, lesions and intensities.
+        faults: include deliberately broken cases (to exercise QC).
+    """
 
     patients: int = Field(8, ge=1)
     max_timepoints: int = Field(3, ge=1, le=9)
@@ -65,7 +100,12 @@ class PhantomConfig(_Section):
 
 
 class HeadConfig(_Section):
-    """How the head label is derived, once per scan."""
+    """How the head label is derived, once per scan.
+
+    Args:
+        source: modality (or ``multi``: any modality) whose non-zero voxels define the head.
+        closing_radius: radius (voxels) of the morphological closing that fills small gaps.
+    """
 
     source: Literal["t2f", "t1n", "t1c", "t2w", "multi"] = "t2f"
     closing_radius: int = Field(4, ge=0)
@@ -135,15 +175,27 @@ class QCConfig(_Section):
 
 
 class DataConfig(_Section):
-    raw_dir: str = "{run_dir}/raw"
+    """Data preparation (``gliomagen prepare``, notebook 01).
+
+    Args:
+        raw_dir: the raw BraTS-layout folder (``{run_dir}`` and ``{profile}`` are substituted).
+        phantom: build the phantom dataset into ``raw_dir`` (``null``: use real data there).
+        labels: the prepared label map (raw BraTS value -> prepared value; which labels are tumour).
+        head: how the head label is derived.
+        intensity: per-volume intensity normalisation.
+        target_shape: the prepared grid in voxels (paper: 192x192x144).
+        split: the train/validation split.
+        qc: automatic quality control.
+    """
+
+    raw_dir: str = "data/BraTS2024-GLI-post"
     phantom: PhantomConfig | None = None
-    labels: list[LabelSpec]
+    labels: list[LabelSpec] = Field(default_factory=lambda: [LabelSpec(**spec) for spec in PAPER_LABELS])
     head: HeadConfig = HeadConfig()
     intensity: IntensityConfig = IntensityConfig()
     target_shape: tuple[int, int, int] = (192, 192, 144)
     split: SplitConfig = SplitConfig()
     qc: QCConfig = QCConfig()
-    workers: int = Field(1, ge=1)
 
     @field_validator("labels")
     @classmethod
@@ -168,7 +220,19 @@ class DataConfig(_Section):
 
 # ---------------------------------------------------------------------------------------------- model
 class ModelConfig(_Section):
-    """The denoiser: MONAI ``DiffusionModelUNet`` configured like the paper's network."""
+    """The denoiser: MONAI ``DiffusionModelUNet`` configured like the paper's network.
+
+    Args:
+        channels: feature channels per resolution level (paper: 64, 64, 128, 192, 256; 57.6 M parameters).
+        num_res_blocks: residual blocks per level.
+        norm_num_groups: GroupNorm groups.
+        norm_eps: GroupNorm epsilon.
+        num_head_channels: channels per attention head of the middle block (paper: one head).
+        mask_encoding: ``paper`` (the original's mask channels) or ``compact`` (one channel per label).
+        upsample_mode: ``trilinear`` (the original network) or ``nearest`` (MONAI's default).
+        time_embed_max_period: max period of the sinusoidal time embedding (original: 1000; MONAI: 10000).
+        zero_init_attention_out: zero-initialise the attention output projection (original: true).
+    """
 
     channels: tuple[int, ...] = (64, 64, 128, 192, 256)
     num_res_blocks: int = Field(2, ge=1)
@@ -177,9 +241,9 @@ class ModelConfig(_Section):
     num_head_channels: int = Field(256, ge=1)
     mask_encoding: Literal["paper", "compact"] = "paper"
     # the reference network's forward (paper profile); MONAI's defaults: nearest, 10000, false
-    upsample_mode: Literal["nearest", "trilinear"] = "nearest"
-    time_embed_max_period: int = Field(10000, ge=2)
-    zero_init_attention_out: bool = False
+    upsample_mode: Literal["nearest", "trilinear"] = "trilinear"
+    time_embed_max_period: int = Field(1000, ge=2)
+    zero_init_attention_out: bool = True
 
     @model_validator(mode="after")
     def _divisible(self) -> ModelConfig:
@@ -198,17 +262,55 @@ class ModelConfig(_Section):
 
 
 class DiffusionConfig(_Section):
+    """The forward process and the training objective.
+
+    Args:
+        timesteps: diffusion steps T (paper: 1000).
+        schedule: noise schedule (paper: cosine).
+        cosine_s: offset ``s`` of the cosine schedule.
+        beta_max: largest beta (the cosine schedule is clipped there).
+        prediction: what the network predicts: ``epsilon`` (paper), ``sample`` (x0) or ``v_prediction``.
+        loss: ``l1`` (paper) or ``l2``.
+    """
+
     timesteps: int = Field(1000, ge=2)
     schedule: Literal["cosine", "linear_beta", "scaled_linear_beta"] = "cosine"
     cosine_s: float = Field(0.008, gt=0)
     beta_max: float = Field(0.999, gt=0, le=1)
-    # what the network predicts: the paper predicts the noise; "sample" (x_0) and "v_prediction" are
-    # options for short runs (MONAI's schedulers and samplers support all three)
     prediction: Literal["epsilon", "sample", "v_prediction"] = "epsilon"
     loss: Literal["l1", "l2"] = "l1"
 
 
 class TrainConfig(_Section):
+    """Diffusion training (``gliomagen train``, notebook 02).
+
+    Args:
+        max_steps: optimiser steps (paper: 245 000).
+        lr: base learning rate.
+        batch_size: volumes per forward pass.
+        grad_accum: forward passes per optimiser step.
+        ema_decay: EMA decay of the weights used for sampling.
+        ema_every: steps between EMA updates.
+        ema_start: first step of the EMA (the EMA copies the weights before it).
+        lr_milestones: steps where the learning rate changes.
+        lr_factors: factor of ``lr`` before the first milestone and after each (one more than milestones).
+        freeze_encoder_step: step after which the encoder is frozen (``null``: never).
+        checkpoint_every: steps between checkpoints.
+        keep_checkpoints: newest ``step_*.pt`` kept (``null``: all); ``best.pt``/``last.pt`` always kept.
+        val_every: steps between validation losses.
+        val_cases: validation cases in the validation loss.
+        val_timesteps: diffusion steps at which the validation loss is measured.
+        early_stopping_patience: validations without improvement before stopping (``null``: never).
+        preview_every: steps between preview samples.
+        preview_sampler: sampler of the previews.
+        preview_steps: sampling steps of the previews.
+        bf16: bf16 autocast (fast on GPUs with bf16 units and CPUs with AVX512-BF16/AMX).
+        grad_checkpointing: recompute activations in the backward pass (less memory, ~30 % more time).
+        channels_last: channels-last-3d memory format.
+        compile: ``torch.compile`` the network.
+        seed: seed of initialisation, case order and noise.
+    """
+
     max_steps: int = Field(245_000, ge=1)
     lr: float = Field(1e-5, gt=0)
     batch_size: int = Field(1, ge=1)
@@ -222,19 +324,17 @@ class TrainConfig(_Section):
     checkpoint_every: int = Field(2500, ge=1)
     keep_checkpoints: int | None = Field(5, ge=1)  # newest step_*.pt kept (None: all); best/last always
     val_every: int = Field(2500, ge=1)
-    val_cases: int = Field(4, ge=1)
+    val_cases: int = Field(8, ge=1)
     val_timesteps: list[int] = [50, 250, 500, 750, 950]
     early_stopping_patience: int | None = None
     preview_every: int = Field(25_000, ge=1)
     preview_sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddim"
-    preview_steps: int = Field(50, ge=1)
+    preview_steps: int = Field(100, ge=1)
     bf16: bool = False
     grad_checkpointing: bool = False
     channels_last: bool = False
     compile: bool = False
-    device: str = "auto"
     seed: int = 0
-    num_workers: int = Field(0, ge=0)
 
     @model_validator(mode="after")
     def _schedule_consistent(self) -> TrainConfig:
@@ -263,7 +363,6 @@ class AugmentConfig(_Section):
         elastic_magnitude_mm: standard deviation of the displacement.
         move_lesion: translate the lesion inside the head (off in the paper).
         move_max_mm: largest translation per world axis when moving the lesion.
-        workers: parallel processes.
         seed: base seed; each (source, round) gets its own stream.
     """
 
@@ -277,7 +376,6 @@ class AugmentConfig(_Section):
     elastic_magnitude_mm: float = Field(1.5, ge=0)
     move_lesion: bool = False
     move_max_mm: float = Field(10.0, ge=0)
-    workers: int = Field(1, ge=1)
     seed: int = 0
 
     @field_validator("scale_range")
@@ -300,7 +398,6 @@ class GenerateConfig(_Section):
         checkpoint: ``best``, ``last`` or a checkpoint file.
         n_synthetic: augmented masks to generate from (round 1 first); ``null`` = all accepted.
         seed: base seed; each volume's noise seed is derived from ``(seed, id)``.
-        device: ``auto`` (the local rank's GPU, else CPU), ``cpu``, ``cuda:0``, ...
         timing_budget_s: notebook 04 runs a sampler for timing only if it is predicted to take at most this
             long; slower ones are extrapolated from a short run (and labelled so).
         timing_fast_steps: steps used for the ddim and dpmpp timings in notebook 04.
@@ -318,8 +415,7 @@ class GenerateConfig(_Section):
     checkpoint: str = "best"
     n_synthetic: int | None = Field(None, ge=0)
     seed: int = 0
-    device: str = "auto"
-    timing_budget_s: float = Field(60.0, ge=0)
+    timing_budget_s: float = Field(600.0, ge=0)
     timing_fast_steps: int = Field(50, ge=1)
     clip_range: tuple[float, float] = (0.0, 1.0)
     allow_config_mismatch: bool = False
@@ -354,11 +450,7 @@ class FidelityConfig(_Section):
         real_floor: also compute every corrected metric real-vs-real (validation subjects split into two
             seeded halves, bootstrap over subject pairs) and the ratio synthetic / real-vs-real.
         batch_size: slices per forward pass of a network extractor.
-        workers: processes for the radiomics features.
-        threads: torch CPU threads while evaluating (``None`` = torch's default); 1 is fastest for the
-            small tensors of the smoke profile, where thread start-up costs more than it saves.
         seed: drives KID subsets, bootstrap and FRD slice selection.
-        device: ``auto`` (CUDA when present), ``cpu`` or ``cuda[:i]``.
     """
 
     extractors: list[Literal["inception-torchvision", "inception-fid", "radiomics"]] = [
@@ -379,10 +471,7 @@ class FidelityConfig(_Section):
     frd_max_slices: int | None = Field(None, ge=2)
     real_floor: bool = True
     batch_size: int = Field(64, ge=1)
-    workers: int = Field(1, ge=1)
-    threads: int | None = Field(None, ge=1)
     seed: int = 0
-    device: str = "auto"
 
     @field_validator("ms_ssim_kernel")
     @classmethod
@@ -410,29 +499,49 @@ class SegConfiguration(_Section):
 
 
 class SegmentConfig(_Section):
-    configurations: list[SegConfiguration]
+    """nnU-Net v2 on the six real/synthetic data mixes (``gliomagen segment``, notebook 06).
+
+    Args:
+        configurations: the training-data mixes (the paper's six by default).
+        dataset_id_start: nnU-Net dataset id of the first configuration (the others follow).
+        nnunet_configuration: nnU-Net configuration (paper: ``3d_fullres``).
+        trainer: nnU-Net trainer class.
+        epochs: training epochs.
+        iterations_per_epoch: training iterations per epoch.
+        val_iterations_per_epoch: nnU-Net's validation iterations per epoch.
+        final_validation: nnU-Net's own validation after training (fold ``all``: its training set).
+        tta: mirroring test-time augmentation at prediction (nnU-Net's default).
+        shared_plans: plan once (first configuration) and reuse the plans and the preprocessed real cases
+            for the others (every mix has the same geometry).
+        feature_scale: scales the planned U-Net's features per stage (1 = nnU-Net's plan).
+        checkpoint_every: epochs between nnU-Net's ``checkpoint_latest.pth``.
+        include_head: train on the head label as well as the tumour labels.
+        hq_count: size of the high-quality synthetic pool.
+        hq_score: how synthetic volumes are ranked for the pool.
+        bootstrap: resamples of scans for the confidence intervals.
+        confidence: level of the intervals.
+        seed: seed of the real-subset choice and nnU-Net's training.
+    """
+
+    configurations: list[SegConfiguration] = Field(
+        default_factory=lambda: [SegConfiguration(**spec) for spec in PAPER_CONFIGURATIONS]
+    )
     dataset_id_start: int = Field(501, ge=1, le=999)
     nnunet_configuration: str = "3d_fullres"
     trainer: str = "nnUNetTrainer"
     epochs: int = Field(1000, ge=1)
     iterations_per_epoch: int = Field(250, ge=1)
     val_iterations_per_epoch: int = Field(50, ge=1)
-    final_validation: bool = True  # nnU-Net's own validation after training (fold "all": the training set)
-    tta: bool = True  # mirroring test-time augmentation at prediction (nnU-Net's default)
-    da_processes: int = Field(12, ge=0)  # nnUNet_n_proc_DA; 0 = single-threaded, deterministic augmentation
-    processes: int = Field(4, ge=1)  # nnU-Net fingerprint/preprocessing/export workers (-np, -npfp)
-    shared_plans: bool = False  # plan once (first configuration) and reuse the plans for the others
-    feature_scale: float = Field(
-        1.0, gt=0, le=1
-    )  # scales the planned U-Net's features_per_stage (smoke: tiny)
-    cpu_threads: int = Field(0, ge=0)  # torch/OpenMP threads of an nnU-Net process on CPU; 0 = torch default
-    checkpoint_every: int = Field(50, ge=1)  # epochs between nnU-Net's checkpoint_latest.pth (its save_every)
+    final_validation: bool = True
+    tta: bool = True
+    shared_plans: bool = False
+    feature_scale: float = Field(1.0, gt=0, le=1)
+    checkpoint_every: int = Field(50, ge=1)
     include_head: bool = True
     hq_count: int = Field(598, ge=0)
     hq_score: Literal["segmentation_agreement"] = "segmentation_agreement"
     bootstrap: int = Field(1000, ge=0)
     confidence: float = Field(0.95, gt=0, lt=1)
-    device: str = "auto"
     seed: int = 0
 
     @model_validator(mode="after")
@@ -446,7 +555,14 @@ class SegmentConfig(_Section):
 
 
 class FiguresConfig(_Section):
-    """Where notebook 07 writes figures and the paper's generated tables ({profile} is substituted)."""
+    """Where notebook 07 writes figures and the paper's generated tables ({profile} is substituted).
+
+    Args:
+        figures_dir: the published copy of the figures.
+        tables_dir: the published copy of the paper's generated tables and numbers.
+        formats: figure file formats.
+        dpi: resolution of raster figures.
+    """
 
     figures_dir: str = "figures/{profile}"
     tables_dir: str = "paper/generated/{profile}"
@@ -474,7 +590,7 @@ class ReaderStudyConfig(_Section):
         seed: drives case choice, class assignment, slices, random ids and panel order.
     """
 
-    max_cases: int | None = Field(None, ge=2)
+    max_cases: int | None = Field(24, ge=2)
     panels: list[Literal["t1n", "t1c", "t2w", "t2f", "all"]] = ["t1n", "t1c", "t2w", "t2f", "all"]
     locations: list[Literal["lesion", "away"]] = ["lesion", "away"]
     slices_per_location: int = Field(1, ge=1)
@@ -503,23 +619,70 @@ class ReaderStudyConfig(_Section):
         return v
 
 
+# -------------------------------------------------------------------------------------------- runtime
+class RuntimeConfig(_Section):
+    """Where and how wide the work runs. None of these change a result beyond float rounding, so none is in
+    the config hash: the same science on another machine keeps its hash.
+
+    Args:
+        device: every stage's torch device: ``auto`` (the local rank's CUDA GPU, else the CPU), ``cpu``,
+            ``cuda`` or ``cuda:<i>``.
+        workers: CPU processes of the parallel stages: preparation, augmentation, the radiomics features of
+            fidelity, nnU-Net's fingerprint, preprocessing and export.
+        loader_workers: processes that load training batches (0 = in the training process).
+        threads: torch/OpenMP threads of fidelity and of each nnU-Net process on a CPU (``null`` = the
+            library's default); on a shared 2-core CPU one thread is faster for small tensors.
+        nnunet_augmentation_workers: nnU-Net's data-augmentation processes (``nnUNet_n_proc_DA``; 0 = in the
+            training process, deterministic).
+    """
+
+    device: str = "auto"
+    workers: int = Field(8, ge=1)
+    loader_workers: int = Field(4, ge=0)
+    threads: int | None = Field(None, ge=1)
+    nnunet_augmentation_workers: int = Field(12, ge=0)
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, v: str) -> str:
+        if v not in ("auto", "cpu", "cuda") and not re.fullmatch(r"cuda:\d+", v):
+            raise ValueError(f"must be auto, cpu, cuda or cuda:<index>, got {v!r}")
+        return v
+
+
 # --------------------------------------------------------------------------------------------- config
 class Config(_Section):
-    """The whole run configuration (one section per pipeline stage)."""
+    """The whole run configuration (one section per pipeline stage).
+
+    Args:
+        profile: the profile's name (``configs/<profile>.yaml``).
+        run_dir: the run folder (``{profile}`` is substituted; relative paths from the project root).
+        data: data preparation.
+        model: the denoising network.
+        diffusion: the forward process and training objective.
+        train: diffusion training.
+        augment: mask augmentation.
+        generate: generation.
+        fidelity: fidelity metrics.
+        segment: nnU-Net on the data mixes.
+        figures: figures and tables.
+        reader_study: the reader study kit.
+        runtime: devices, processes and threads (not part of the config hash).
+    """
 
     profile: str
-    seed: int = 0
     run_dir: str = "runs/{profile}"
-    data: DataConfig
+    data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
     generate: GenerateConfig = GenerateConfig()
     fidelity: FidelityConfig = FidelityConfig()
-    segment: SegmentConfig
+    segment: SegmentConfig = SegmentConfig()
     figures: FiguresConfig = FiguresConfig()
     reader_study: ReaderStudyConfig = ReaderStudyConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
     def _cross_section_rules(self) -> Config:
@@ -726,10 +889,11 @@ def load_config(
 
 
 def config_hash(cfg: Config, length: int = 12) -> str:
-    """Stable short hash of everything that defines the results (the run folder is excluded)."""
-    payload = cfg.model_dump(mode="json", exclude={"run_dir": True, "figures": {"figures_dir", "tables_dir"}})
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-    return digest[:length]
+    """Stable short hash of everything that defines the results (run folder and ``runtime`` excluded)."""
+    payload = cfg.model_dump(
+        mode="json", exclude={"run_dir": True, "runtime": True, "figures": {"figures_dir", "tables_dir"}}
+    )
+    return content_hash(payload, length)
 
 
 def require_raw_data(cfg: Config) -> Path:
@@ -747,3 +911,78 @@ def require_raw_data(cfg: Config) -> Path:
         "  gliomagen prepare --profile paper --set data.raw_dir=/data/BraTS2024-GLI-post\n"
         "or run the smoke profile, which builds its own phantom dataset."
     )
+
+
+# ------------------------------------------------------------------------------------------- explain
+def field_descriptions(model: type[BaseModel]) -> dict[str, str]:
+    """``{field: description}`` from the ``Args:`` section of a config class's docstring (one source)."""
+    doc = inspect.getdoc(model) or ""
+    if "Args:" not in doc:
+        return {}
+    descriptions: dict[str, str] = {}
+    current = None
+    for line in doc.split("Args:", 1)[1].splitlines():
+        entry = re.match(r"^    (\w+): (.*)$", line)
+        if entry and entry.group(1) in model.model_fields:
+            current = entry.group(1)
+            descriptions[current] = entry.group(2).strip()
+        elif current and line.startswith("        "):
+            descriptions[current] += " " + line.strip()
+        elif line.strip():
+            current = None
+    return descriptions
+
+
+def _sections(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, type[BaseModel]]]:
+    yield prefix, model
+    for name in model.model_fields:
+        sub = _submodel(model, name)
+        if sub is not None:
+            yield from _sections(sub, f"{prefix}{name}.")
+
+
+def undescribed_fields() -> list[str]:
+    """Config keys without a description (kept empty by a test)."""
+    return [
+        f"{prefix}{name}"
+        for prefix, model in _sections(Config)
+        for name in model.model_fields
+        if name not in field_descriptions(model)
+    ]
+
+
+def explain(cfg: Config) -> str:
+    """Every key of ``cfg`` with its value, the paper's value where this profile differs, and what it means.
+
+    Args:
+        cfg: a loaded configuration.
+    """
+    paper = Config(profile="paper")
+    lines = [f"# profile {cfg.profile}, config hash {cfg.hash} (runtime.* is not part of the hash)"]
+
+    def walk(node: BaseModel, reference: BaseModel | None, prefix: str) -> None:
+        descriptions = field_descriptions(type(node))
+        for name in type(node).model_fields:
+            value = getattr(node, name)
+            ref = getattr(reference, name, None) if reference is not None else None
+            if isinstance(value, BaseModel):
+                lines.append(f"\n[{prefix}{name}]  {descriptions.get(name, '')}".rstrip())
+                walk(value, ref if isinstance(ref, BaseModel) else None, f"{prefix}{name}.")
+                continue
+            shown = json.dumps(_plain(value))
+            differs = reference is not None and _plain(value) != _plain(ref) and name != "profile"
+            note = f"   (paper: {json.dumps(_plain(ref))})" if differs else ""
+            lines.append(f"{prefix}{name} = {shown}{note}")
+            if descriptions.get(name):
+                lines.append(f"    {descriptions[name]}")
+
+    walk(cfg, paper, "")
+    return "\n".join(lines)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value

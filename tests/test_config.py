@@ -86,9 +86,53 @@ def test_missing_profile_lists_available() -> None:
 def test_hash_stable_and_sensitive() -> None:
     a, b = load_config("smoke"), load_config("smoke")
     assert config_hash(a) == config_hash(b)
-    assert config_hash(a) != config_hash(load_config("smoke", ["seed=1"]))
-    # the output folder is not part of the science
+    assert config_hash(a) != config_hash(load_config("smoke", ["train.seed=1"]))
+    # the output folder and where the work runs are not part of the science
     assert config_hash(a) == config_hash(load_config("smoke", run_dir="/tmp/elsewhere"))
+    assert config_hash(a) == config_hash(load_config("smoke", ["runtime.workers=7", "runtime.device=auto"]))
+
+
+def test_sections_are_frozen_after_loading() -> None:
+    from pydantic import ValidationError
+
+    cfg = load_config("smoke")
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.train.max_steps = 5  # type: ignore[misc]
+
+
+def test_every_key_is_described_and_explained() -> None:
+    from gliomagen.config import explain, undescribed_fields
+
+    assert undescribed_fields() == []
+    text = explain(load_config("smoke"))
+    assert "data.target_shape = [32, 40, 32]   (paper: [192, 192, 144])" in text
+    assert "the prepared grid in voxels" in text
+    assert "   (paper: " not in explain(load_config("paper"))  # nothing differs from itself
+
+
+def test_code_defaults_are_the_paper_and_smoke_states_only_differences() -> None:
+    """One config truth: configs/paper.yaml adds nothing to the code defaults, and every value smoke.yaml
+    sets differs from the paper's (an overlay, so a reader sees at a glance what smoke changes)."""
+    import yaml
+
+    from gliomagen.config import CONFIG_DIR, Config
+
+    paper = load_config("paper").model_dump(mode="json")
+    assert paper == Config(profile="paper").model_dump(mode="json")
+    overlay = yaml.safe_load((CONFIG_DIR / "smoke.yaml").read_text())
+
+    def same(node: dict, ref: dict, path: str) -> list[str]:
+        out = []
+        for key, value in node.items():
+            if key == "profile":
+                continue
+            if isinstance(value, dict) and isinstance(ref.get(key), dict):
+                out += same(value, ref[key], f"{path}{key}.")
+            elif value == ref.get(key) or (isinstance(value, list) and list(value) == ref.get(key)):
+                out.append(f"{path}{key}")
+        return out
+
+    assert same(overlay, paper, "") == []
 
 
 def test_missing_real_data_says_how_to_get_it(tmp_path) -> None:

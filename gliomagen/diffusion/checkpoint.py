@@ -59,8 +59,6 @@ _TRAIN_FREE = {
     "grad_checkpointing",
     "channels_last",
     "compile",
-    "device",
-    "num_workers",
 }
 
 
@@ -82,14 +80,27 @@ def model_config(cfg: Config) -> dict[str, Any]:
     }
 
 
+#: the network options older checkpoints lack, at the values those checkpoints were trained with
+MONAI_MODEL_OPTIONS: dict[str, Any] = {
+    "upsample_mode": "nearest",
+    "time_embed_max_period": 10000,
+    "zero_init_attention_out": False,
+}
+
+
 def saved_model_config(ckpt: dict[str, Any]) -> dict[str, Any]:
     """A checkpoint's model config, with keys that older checkpoints lack filled in.
 
-    Model options added later count as their default (MONAI's behaviour, which those checkpoints had);
-    ``target_shape`` comes from the stored training config when the model config predates it.
+    Model options added later count as MONAI's behaviour, which those checkpoints had (not as today's code
+    defaults, which are the paper's network); ``target_shape`` comes from the stored training config when the
+    model config predates it.
     """
     saved = json.loads(ckpt["model_config"])
-    saved["model"] = {**ModelConfig().model_dump(mode="json"), **saved.get("model", {})}
+    saved["model"] = {
+        **ModelConfig().model_dump(mode="json"),
+        **MONAI_MODEL_OPTIONS,
+        **saved.get("model", {}),
+    }
     if "target_shape" not in saved and "train_config" in ckpt:
         shape = json.loads(ckpt["train_config"]).get("target_shape")
         if shape is not None:

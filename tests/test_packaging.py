@@ -86,3 +86,54 @@ def test_make_lab_starts_at_the_repository_root() -> None:
 def test_ipywidgets_is_a_dependency() -> None:
     # without it tqdm's notebook bars fall back to a warning ("IProgress not found") in every notebook
     assert any(d.startswith("ipywidgets") for d in PYPROJECT["project"]["dependencies"])
+
+
+#: declared dependencies the package never imports by name, and why each is needed anyway
+USED_WITHOUT_IMPORT = {
+    "tensorboard": "torch.utils.tensorboard.SummaryWriter needs it (training logs)",
+    "pyradiomics": "imported as `radiomics`",
+    "papermill": "imported as `papermill`",
+    "jupyterlab": "`make lab`",
+    "ipykernel": "the kernel papermill starts",
+    "ipywidgets": "tqdm's notebook progress bars",
+    "tabulate": "pandas.DataFrame.to_markdown",
+    "pyyaml": "imported as `yaml`",
+    "pillow": "imported as `PIL`",
+    "scikit-image": "imported as `skimage`",
+    "scikit-learn": "imported as `sklearn`",
+    "frd-score": "imported as `frd_score`",
+    "torch-fidelity": "imported as `torch_fidelity`",
+}
+
+
+def _third_party_imports() -> set[str]:
+    import ast
+    import sys
+
+    names = set()
+    for path in (PROJECT_ROOT / "gliomagen").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    return {n for n in names if n not in sys.stdlib_module_names and n not in {"gliomagen", "__future__"}}
+
+
+def test_dependencies_match_imports() -> None:
+    """Every library the package imports is declared, and every declared one is used."""
+    from importlib.metadata import packages_distributions
+
+    def canonical(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    declared = {canonical(re.match(r"^[A-Za-z0-9_.-]+", d).group(0)) for d in DEPENDENCIES}  # type: ignore[union-attr]
+    dists = packages_distributions()
+    imported = {canonical(dists[name][0]) for name in _third_party_imports() if name in dists}
+    unknown = sorted(n for n in _third_party_imports() if n not in dists)
+    assert not unknown, f"imported but not installed: {unknown}"
+    assert sorted(imported - declared) == [], "imported by gliomagen but not declared in pyproject.toml"
+    unused = declared - imported - {canonical(k) for k in USED_WITHOUT_IMPORT}
+    assert sorted(unused) == [], (
+        "declared in pyproject.toml but never imported (say why in USED_WITHOUT_IMPORT)"
+    )

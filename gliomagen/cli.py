@@ -26,7 +26,7 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "phantom": ("gliomagen.data.phantom:run_cli", 3, "write the BraTS-layout phantom dataset"),
     "prepare": ("gliomagen.data.prepare:run_cli", 3, "validate, QC, normalise, resample and split the data"),
     "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
-    "augment": ("gliomagen.augment:run_cli", 5, "augment the training masks (flip, scale, retry, discard)"),
+    "augment": ("gliomagen.augment.cli:run_cli", 5, "augment the training masks (flip, scale, retry, discard)"),
     "generate": ("gliomagen.generate:run_cli", 5, "generate 4-modality volumes from masks"),
     "import-weights": (
         "gliomagen.diffusion.import_weights:run_cli",

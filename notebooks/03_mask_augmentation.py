@@ -32,12 +32,11 @@ run_dir = None
 import pandas as pd
 from IPython.display import display
 
-from gliomagen.augment import (
-    augment,
+from gliomagen.augment import augment, read_manifest
+from gliomagen.augment.plots import (
     plot_augmentation_examples,
     plot_augmentation_parameters,
     plot_label_volume_changes,
-    read_manifest,
 )
 from gliomagen.config import load_config
 
@@ -57,28 +56,21 @@ manifest.head(8)
 # ## Acceptance statistics, beside the paper's
 
 # %%
-paper = summary["paper"]
+paper = summary.paper
 display(
     pd.DataFrame(
         {
-            "this run": [
-                summary["tried"],
-                summary["accepted"],
-                summary["discarded"],
-                summary["acceptance_rate"],
-            ],
+            "this run": [summary.tried, summary.accepted, summary.discarded, summary.acceptance_rate],
             "paper": [paper["tried"], paper["accepted"], paper["discarded"], paper["acceptance_rate"]],
         },
         index=["tried", "accepted", "discarded", "acceptance rate"],
     ).round(3)
 )
-print("discard reasons:", summary["discard_reasons"] or "none")
+print("discard reasons:", summary.discard_reasons or "none")
+print(f"mean attempts per try: {summary.mean_attempts:.2f}; flipped: {summary.flipped} of {summary.tried}")
 print(
-    f"mean attempts per try: {summary['mean_attempts']:.2f}; flipped: {summary['flipped']} of {summary['tried']}"
-)
-print(
-    f"the scale range moves a voxel at the grid edge by at most {summary['max_scale_shift_voxels']:.2f} voxels; "
-    f"{summary['unchanged_by_resampling']} of {summary['tried']} tries were not changed by the resampling "
+    f"the scale range moves a voxel at the grid edge by at most {summary.max_scale_shift_voxels:.2f} voxels; "
+    f"{summary.unchanged_by_resampling} of {summary.tried} tries were not changed by the resampling "
     "(below half a voxel nearest-neighbour scaling is the identity: then only the flip changes the mask)"
 )
 

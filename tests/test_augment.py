@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import nibabel as nib
@@ -9,18 +13,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gliomagen.augment import (
-    augment,
-    augment_mask,
-    flip_lr,
-    lr_axis,
-    read_manifest,
-    resample_about_centre,
-    touches_border,
-)
+from gliomagen.augment import augment, read_manifest
+from gliomagen.augment.outputs import read_summary
+from gliomagen.augment.recipe import augment_mask
+from gliomagen.augment.transforms import flip_lr, resample_about_centre, touches_border
 from gliomagen.cases import Case, write_case
 from gliomagen.cli import main
 from gliomagen.config import Config, load_config
+from gliomagen.data.geometry import world_axis
+from gliomagen.locks import LockHeld
 
 SHAPE = (17, 21, 17)  # odd sides: the volume centre is a voxel centre
 CENTRE = (np.array(SHAPE) - 1) / 2
@@ -70,6 +71,22 @@ def make_run(tmp_path: Path, masks: dict[str, np.ndarray], overrides: list[str] 
     return cfg
 
 
+@contextlib.contextmanager
+def lock_held_elsewhere(root: Path, key: str) -> Iterator[None]:
+    """Another process holds the run folder's lock ``key`` for the duration of the block."""
+    code = (
+        "import sys, time\nfrom gliomagen.locks import run_lock\n"
+        "with run_lock(sys.argv[1], sys.argv[2]):\n    print('held', flush=True)\n    time.sleep(120)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(root), key], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def world_centroid(mask: np.ndarray, affine: np.ndarray, values: list[int]) -> np.ndarray:
     idx = np.argwhere(np.isin(mask, values)).mean(axis=0)
     return affine[:3, :3] @ idx + affine[:3, 3]
@@ -88,7 +105,7 @@ def world_centroid(mask: np.ndarray, affine: np.ndarray, values: list[int]) -> n
 def test_lr_axis_is_read_from_the_affine(linear: np.ndarray, axis: int) -> None:
     aff = np.eye(4)
     aff[:3, :3] = linear
-    assert lr_axis(aff) == axis
+    assert world_axis(aff, "left-right") == axis
 
 
 @pytest.mark.parametrize("permuted", [False, True])
@@ -181,8 +198,9 @@ def test_discarded_are_exactly_those_that_lost_a_label_or_left_the_volume(tmp_pa
     )
     summary = augment(cfg, progress=False)
     frame = read_manifest(cfg)
-    assert summary["tried"] == len(frame) == 4 * len(masks)
-    assert 0 < summary["accepted"] < summary["tried"]
+    assert summary.tried == len(frame) == 4 * len(masks)
+    assert 0 < summary.accepted < summary.tried
+    assert read_summary(cfg) == summary
     reasons = set(frame.loc[frame.status == "discarded", "reason"].str.split(":").str[0])
     assert reasons == {"head_outside_volume", "label_lost"}
     for _, row in frame.iterrows():  # recompute each try's last attempt independently
@@ -231,7 +249,7 @@ def test_resume_and_workers_give_the_same_result_as_one_run(tmp_path: Path) -> N
     masks = {f"BraTS-GLI-{i:05d}-001": phantom_mask(lesion_offset=o) for i, o in enumerate([-4, 3, 2])}
     full = make_run(tmp_path / "a", masks)
     augment(full, progress=False)
-    resumed = make_run(tmp_path / "b", masks, ["augment.workers=2"])
+    resumed = make_run(tmp_path / "b", masks, ["runtime.workers=2"])
     augment(resumed, limit=1, progress=False)
     assert len(read_manifest(resumed)) == 2
     partial = read_manifest(resumed)
@@ -337,3 +355,11 @@ def test_sub_voxel_scale_leaves_the_mask_unchanged(tmp_path: Path) -> None:
     head = ball(np.full(3, 20.0), 17.0, (41, 41, 41)).astype(np.uint8)
     grown = resample_about_centre(head, np.eye(4), 1.05)
     assert grown.sum() > head.sum() and (grown >= head).all()
+
+
+def test_augment_holds_the_run_lock(tmp_path: Path) -> None:
+    cfg = make_run(tmp_path, {"BraTS-GLI-00001-000": phantom_mask()})
+    with lock_held_elsewhere(cfg.paths.root, "augment"), pytest.raises(LockHeld, match="augment"):
+        augment(cfg, progress=False)
+    assert read_manifest(cfg).empty
+    assert augment(cfg, progress=False).tried == 2

@@ -147,15 +147,16 @@ def _with_legend(fig: Figure, cfg: Config) -> Figure:
 
 
 def _fig_augmentation(cfg: Config) -> Figure:
-    from gliomagen.augment import plot_augmentation_examples
+    from gliomagen.augment.plots import plot_augmentation_examples
 
     return _with_legend(plot_augmentation_examples(cfg), cfg)
 
 
 def _tab_augmentation(cfg: Config) -> TableResult:
-    from gliomagen.augment import read_manifest, summarise
+    from gliomagen.augment import read_manifest
+    from gliomagen.augment.stage import summarise
 
-    summary = summarise(read_manifest(cfg), cfg)
+    summary = summarise(read_manifest(cfg), cfg).to_dict()
     rows = [{"quantity": k, "this run": v} for k, v in summary.items() if not isinstance(v, dict | list)]
     return pd.DataFrame(
         rows

@@ -18,12 +18,13 @@ from typing import Any
 from gliomagen import __version__
 from gliomagen.config import Config, ConfigError, available_profiles, load_config
 from gliomagen.errors import InputError
+from gliomagen.fidelity import cli as fidelity_cli
 
 log = logging.getLogger("gliomagen")
 
 #: stage name -> (entry point "module:function", issue that builds it, one-line help)
 STAGES: dict[str, tuple[str, int, str]] = {
-    "phantom": ("gliomagen.data.phantom:run_cli", 3, "write the BraTS-layout phantom dataset"),
+    "phantom": ("gliomagen.data.phantom.cli:run_cli", 3, "write the BraTS-layout phantom dataset"),
     "prepare": ("gliomagen.data.prepare:run_cli", 3, "validate, QC, normalise, resample and split the data"),
     "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
     "augment": ("gliomagen.augment.cli:run_cli", 5, "augment the training masks (flip, scale, retry, discard)"),
@@ -38,7 +39,7 @@ STAGES: dict[str, tuple[str, int, str]] = {
         15,
         "generate the four modalities for one mask file, in its geometry",
     ),
-    "fidelity": ("gliomagen.fidelity.evaluate:run_cli", 6, "MS-SSIM, FID, KID, FRD on validation pairs"),
+    "fidelity": ("gliomagen.fidelity.cli:run_cli", 6, "MS-SSIM, FID, KID, FRD on validation pairs"),
     "segment": ("gliomagen.segmentation.pipeline:run_cli", 7, "nnU-Net v2 on the six data mixes"),
     "figures": ("gliomagen.figures:run_cli", 8, "regenerate every figure and table"),
     "reader-study": (
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         _common(p)
         _stage_arguments(name, p)
+    fidelity_cli.add_fetch_weights_parser(sub, _common)
     return parser
 
 
@@ -201,7 +203,7 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
             help="only write <run>/figures and <run>/paper_generated; leave the published copy alone",
         )
     elif name == "fidelity":
-        p.add_argument("--force", action="store_true", help="recompute even if fidelity.json is up to date")
+        fidelity_cli.add_fidelity_arguments(p)
     elif name == "reader-study":
         p.add_argument("action", nargs="?", choices=["build", "score"], help="build the kit or score answers")
         p.add_argument(
@@ -298,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        entry = _load_entry(args.command)
+        entry = getattr(args, "entry", None) or _load_entry(args.command)  # a verb's parser may set it
         entry(cfg, args)
         return 0
     except ConfigError as exc:

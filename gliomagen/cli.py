@@ -43,7 +43,7 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "segment": ("gliomagen.segmentation.pipeline:run_cli", 7, "nnU-Net v2 on the six data mixes"),
     "figures": ("gliomagen.figures:run_cli", 8, "regenerate every figure and table"),
     "reader-study": (
-        "gliomagen.reader_study:run_cli",
+        "gliomagen.reader_study.cli:run_cli",
         9,
         "blinded reader study: build the kit, score answers",
     ),

@@ -42,13 +42,15 @@ print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.roo
 # %%
 import pandas as pd
 
-from gliomagen.reader_study.build import build, preview
+from gliomagen.reader_study.build import build
+from gliomagen.reader_study.outputs import SIMULATED, ReaderStudyOutputs, read_key
+from gliomagen.reader_study.plots import plot_scores, preview
 
 kit = build(cfg)
 print(f"kit {kit.kit_id}: {kit.panels} panels in {kit.kit_dir}\nanswer key: {kit.key_path}")
 for row in kit.skipped_cases:
     print(f"not used: {row['case_id']}: {row['reason']}")
-key = pd.read_csv(kit.key_path, dtype={"panel_id": str})
+key = read_key(kit.key_path)
 pd.crosstab([key["kind"], key["location"]], key["truth"], margins=True)  # balanced in every stratum
 
 # %% [markdown]
@@ -64,12 +66,12 @@ fig = preview(kit, n=10)
 # real readers' results.
 
 # %%
-from gliomagen.reader_study.score import SUMMARY_COLUMNS, plot_scores, score
+from gliomagen.reader_study.score import SUMMARY_COLUMNS, score
 from gliomagen.reader_study.simulate import write_simulated_readers
 
-sim_dir = cfg.paths.reader_study / "simulated_answers"
+sim_dir = ReaderStudyOutputs(cfg.paths).files.simulated_answers
 files = write_simulated_readers(key, sim_dir, skills=(0.5, 0.65, 0.8), seed=cfg.reader_study.seed)
-result = score(cfg, answers=[sim_dir], tag="simulated")
+result = score(cfg, answers=[sim_dir], tag=SIMULATED)
 columns = ["reader", "stratum", *SUMMARY_COLUMNS[1:]]
 result.detection[columns].round(3)
 

@@ -16,24 +16,18 @@ import pytest
 from reader_study_toy import AFFINE, TUMOUR_VALUES, toy_mask, write_run_layout, write_toy_pairs
 
 from gliomagen.config import ReaderStudyConfig, load_config
-from gliomagen.reader_study.build import (
-    KitError,
-    _to_ras,
-    build_kit,
-    render_slice,
-    slice_candidates,
-)
-from gliomagen.reader_study.score import (
+from gliomagen.reader_study.answers import (
     ANSWER_FORMAT,
     AnswerFileError,
-    agreement,
-    fleiss_kappa,
     read_all_answers,
     read_answers,
-    read_key,
-    score_readings,
     write_answer_file,
 )
+from gliomagen.reader_study.build import KitError, build_kit
+from gliomagen.reader_study.outputs import read_key
+from gliomagen.reader_study.pairs import slice_candidates, to_ras
+from gliomagen.reader_study.render import render_slice
+from gliomagen.reader_study.score import agreement, fleiss_kappa, score_readings
 from gliomagen.reader_study.simulate import write_simulated_readers
 
 RS = ReaderStudyConfig(image_size=64)
@@ -205,7 +199,7 @@ def test_reorientation_and_radiological_display() -> None:
     vol = np.zeros((4, 6, 3), np.float32)
     vol[0, 5, 1] = 1.0  # LAS voxel x=0 is the patient's right side, y=5 anterior
     las = np.diag([-2.0, 2.0, 2.0, 1.0])
-    ras, ras_affine = _to_ras(vol, las)
+    ras, ras_affine = to_ras(vol, las)
     assert ras[3, 5, 1] == 1.0 and np.allclose(np.diag(ras_affine)[:3], [2, 2, 2])
     # the world position of the marker is unchanged by the reorientation
     assert np.allclose(las @ [0, 5, 1, 1], ras_affine @ [3, 5, 1, 1])
@@ -456,3 +450,17 @@ def test_config_rejects_bad_settings() -> None:
         load_config("smoke", ["reader_study.panels=[t1n, t1n]"])
     with pytest.raises(ConfigError, match="reader_study.window_percentiles"):
         load_config("smoke", ["reader_study.window_percentiles=[99, 1]"])
+
+
+def test_build_and_score_hold_the_run_lock(tmp_path: Path) -> None:
+    from test_augment import lock_held_elsewhere
+
+    from gliomagen.locks import LockHeld
+    from gliomagen.reader_study.build import build
+
+    write_run_layout(tmp_path, n_cases=4)
+    cfg = load_config("smoke", ["reader_study.image_size=32"], run_dir=tmp_path)
+    with lock_held_elsewhere(tmp_path, "reader-study"), pytest.raises(LockHeld, match="reader-study"):
+        build(cfg)
+    assert not (tmp_path / "reader_study" / "answer_key.csv").exists()
+    assert build(cfg).panels == 40

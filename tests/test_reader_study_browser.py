@@ -15,8 +15,10 @@ import pytest
 from reader_study_toy import TUMOUR_VALUES, write_toy_pairs
 
 from gliomagen.config import ReaderStudyConfig
+from gliomagen.reader_study.answers import read_all_answers, read_answers
 from gliomagen.reader_study.build import KitResult, build_kit
-from gliomagen.reader_study.score import read_all_answers, read_answers, read_key, score_readings
+from gliomagen.reader_study.outputs import read_key
+from gliomagen.reader_study.score import score_readings
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gliomagen.reader_study.score import ANSWER_FORMAT, write_answer_file
+from gliomagen.reader_study.answers import ANSWER_FORMAT, write_answer_file
 
 REAL_RATINGS = (np.array([3, 4, 5]), np.array([0.25, 0.45, 0.30]))
 SYNTHETIC_RATINGS = (np.array([1, 2, 3]), np.array([0.30, 0.45, 0.25]))

@@ -11,11 +11,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from gliomagen.config import MODALITIES
-from gliomagen.io import write_nifti
+from gliomagen.io import load_nifti, write_nifti
 
 CASE_ID = re.compile(r"^BraTS-GLI-(?P<patient>\d{5})-(?P<timepoint>\d{3})$")
 
@@ -86,8 +85,8 @@ class Case:
 
 def load_mask(case_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """The segmentation of a case as uint8 and its affine."""
-    img = nib.load(str(modality_path(case_dir, "seg")))
-    return np.asarray(img.dataobj).astype(np.uint8), img.affine
+    img = load_nifti(modality_path(case_dir, "seg"))
+    return np.asarray(img.dataobj).astype(np.uint8), np.asarray(img.affine)
 
 
 def load_case(case_dir: str | Path, with_seg: bool = True) -> Case:
@@ -95,7 +94,7 @@ def load_case(case_dir: str | Path, with_seg: bool = True) -> Case:
     case_dir = Path(case_dir)
     images, affine = [], None
     for modality in MODALITIES:
-        img = nib.load(str(modality_path(case_dir, modality)))
+        img = load_nifti(modality_path(case_dir, modality))
         images.append(np.asarray(img.dataobj, dtype=np.float32))
         affine = img.affine if affine is None else affine
     mask = load_mask(case_dir)[0] if with_seg else np.zeros(images[0].shape, np.uint8)

@@ -121,9 +121,21 @@ def write_nifti(
     return Path(path)
 
 
+def load_nifti(path: str | Path) -> nib.Nifti1Image:
+    """A NIfTI-1/2 image (header read now, voxels lazily through ``.dataobj``).
+
+    Raises:
+        ValueError: the file is another image format that nibabel reads (e.g. MGH, ANALYZE).
+    """
+    img = nib.load(str(path))
+    if not isinstance(img, nib.Nifti1Image | nib.Nifti2Image):
+        raise ValueError(f"{path}: not a NIfTI image ({type(img).__name__})")
+    return img
+
+
 def nifti_config_hash(path: str | Path) -> str | None:
     """The config hash stamped by :func:`write_nifti`, or ``None``."""
-    descrip = nib.load(str(path)).header["descrip"].tobytes().split(b"\x00")[0].decode(errors="replace")
+    descrip = bytes(load_nifti(path).header["descrip"].tobytes()).split(b"\x00")[0].decode(errors="replace")
     for token in descrip.split():
         if token.startswith("cfg="):
             return token[4:]

@@ -145,7 +145,7 @@ def install_group_killer() -> None:
     signal.signal(signal.SIGTERM, _kill_group)
 
 
-def _kill_group(proc: subprocess.Popen, grace_s: float) -> None:
+def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     """SIGTERM the child's process group, then SIGKILL it if it has not exited after ``grace_s``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -404,7 +404,7 @@ def run_notebooks(
     known = set(EXPECTED_NOTEBOOKS) | set(found)
     stop = max(known) if stop is None else stop
     numbers = sorted(set(range(start, stop + 1)) & known)
-    parameters = {"profile": profile, "overrides": overrides, "run_dir": str(cfg.paths.root)}
+    parameters: dict[str, object] = {"profile": profile, "overrides": overrides, "run_dir": str(cfg.paths.root)}
     result = RunResult()
     failed = False
     log_path = cfg.paths.logs / "reproduce.log"

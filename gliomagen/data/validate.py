@@ -117,12 +117,14 @@ def discover_cases(raw_dir: str | Path) -> tuple[list[RawCase], list[str]]:
 
 def _read(path: Path) -> tuple[np.ndarray, np.ndarray]:
     img = nib.load(str(path))
+    if not isinstance(img, nib.spatialimages.SpatialImage):
+        raise _FileProblem(f"not a volume image ({type(img).__name__})")
     data = np.asarray(img.dataobj)
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim != 3:
         raise _FileProblem(f"expected a 3D volume, got shape {data.shape}")
-    affine = np.asarray(img.affine, float)
+    affine = np.asarray(img.affine, dtype=np.float64)
     problem = affine_problem(affine)
     if problem:
         raise _FileProblem(problem)

@@ -227,6 +227,7 @@ def original_to_project(
             )
         t = original[orig]
         want = tuple(template[proj].shape)
+        expected: tuple[int, ...]
         if how in ("q", "k", "v"):
             expected = (3 * want[0], *want[1:], 1) if len(want) == 2 else (3 * want[0],)
         elif how == "squeeze":

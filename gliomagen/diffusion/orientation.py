@@ -23,7 +23,8 @@ ORIENTATIONS = ("RAS",)
 
 
 def _transform(affine: np.ndarray, target: str) -> np.ndarray:
-    return ornt_transform(io_orientation(np.asarray(affine, float)), axcodes2ornt(tuple(target)))
+    transform: np.ndarray = ornt_transform(io_orientation(np.asarray(affine, float)), axcodes2ornt(tuple(target)))
+    return transform
 
 
 def to_orientation(volume: np.ndarray, affine: np.ndarray, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -104,4 +105,5 @@ def sample_oriented(
 
 def canonical_image(img: nib.spatialimages.SpatialImage) -> nib.spatialimages.SpatialImage:
     """nibabel's ``as_closest_canonical`` (the original's reorientation), for tests and documentation."""
-    return nib.as_closest_canonical(img)
+    canonical: nib.spatialimages.SpatialImage = nib.as_closest_canonical(img)
+    return canonical

@@ -59,8 +59,12 @@ def test_environment_yml_consistent() -> None:
     assert any(line.startswith("-e .") for line in pip_deps)
 
 
-def test_ci_calls_make_test() -> None:
-    assert "make test" in (PROJECT_ROOT / ".ci" / "run").read_text()
+def test_ci_lints_then_calls_make_test() -> None:
+    lines = [line.strip() for line in (PROJECT_ROOT / ".ci" / "run").read_text().splitlines()]
+    assert "make lint" in lines and "make test" in lines
+    assert lines.index("make lint") < lines.index("make test")
+    lint = (PROJECT_ROOT / "Makefile").read_text().split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "ruff check" in lint and "ruff format --check" in lint and "mypy" in lint
 
 
 def test_readme_starts_with_the_two_commands() -> None:

@@ -428,6 +428,28 @@ class GenerateConfig(_Section):
         return v
 
 
+# ---------------------------------------------------------------------------------------------- sweep
+class SweepConfig(_Section):
+    """The sampler sweep (``gliomagen sweep-samplers``, notebook 04): quality and speed against NFE.
+
+    Args:
+        full_grid: the full grid (every sampler of ``ddim``, ``dpmpp``, ``unipc`` at NFE 5, 10, 25, 50, 100,
+            250); ``false``: only ``samplers`` x ``nfe``.
+        samplers: the fast samplers compared with the DDPM reference when ``full_grid`` is false.
+        nfe: their numbers of network evaluations when ``full_grid`` is false.
+        reference: also run the paper's DDPM over all ``T`` steps (the reference every CI is compared with).
+        max_masks: validation masks used (the first by id); ``null`` = all.
+        resegment: re-segment every sweep volume with the run's real-only nnU-Net model when there is one.
+    """
+
+    full_grid: bool = True
+    samplers: list[Literal["ddim", "dpmpp", "unipc"]] = ["ddim", "dpmpp", "unipc"]
+    nfe: list[int] = [5, 10, 25, 50, 100, 250]
+    reference: bool = True
+    max_masks: int | None = Field(None, ge=2)
+    resegment: bool = True
+
+
 # ------------------------------------------------------------------------------------------- fidelity
 class FidelityConfig(_Section):
     """Fidelity of generated validation volumes (``gliomagen fidelity``, notebook 05).
@@ -663,6 +685,7 @@ class Config(_Section):
         train: diffusion training.
         augment: mask augmentation.
         generate: generation.
+        sweep: the sampler sweep.
         fidelity: fidelity metrics.
         segment: nnU-Net on the data mixes.
         figures: figures and tables.
@@ -678,6 +701,7 @@ class Config(_Section):
     train: TrainConfig = TrainConfig()
     augment: AugmentConfig = AugmentConfig()
     generate: GenerateConfig = GenerateConfig()
+    sweep: SweepConfig = SweepConfig()
     fidelity: FidelityConfig = FidelityConfig()
     segment: SegmentConfig = SegmentConfig()
     figures: FiguresConfig = FiguresConfig()

@@ -206,18 +206,20 @@ def sample_mask(
         sampler: sampler name (default ``generate.sampler``).
         steps: sampling steps (default ``generate.steps``; all T for ``ddpm``).
         seed: noise seed (default: derived from ``generate.seed`` and the mask's name).
-        setup: a ready :class:`gliomagen.generate.SamplingSetup` (tests; default: load the checkpoint).
+        setup: a ready :class:`gliomagen.generation.SamplingSetup` (tests; default: load the checkpoint).
 
     Returns:
         the provenance record (also written as ``<name>-provenance.json``).
     """
-    from gliomagen.generate import load_setup, sample_batch, volume_seed
+    from gliomagen.generation import load_setup, sample_batch, volume_seed
 
     native = read_mask(mask_path, cfg)
     if setup is None:
         if checkpoint is not None:
-            cfg = cfg.model_copy(deep=True)
-            cfg.generate.checkpoint = str(checkpoint)
+            # sections are frozen after loading: derive a config with this checkpoint
+            cfg = cfg.model_copy(
+                update={"generate": cfg.generate.model_copy(update={"checkpoint": str(checkpoint)})}
+            )
         setup = load_setup(cfg, sampler, steps)
     orientation = getattr(setup, "input_orientation", None)
     grid, grid_affine = model_grid(native.data, native.affine, cfg, orientation, native.path)

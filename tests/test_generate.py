@@ -46,7 +46,7 @@ TINY = [
     "generate.steps=2",
     "generate.batch_size=2",
     "generate.n_synthetic=2",
-    "generate.device=cpu",
+    "runtime.device=cpu",
 ]
 
 
@@ -184,7 +184,7 @@ def test_resumed_run_equals_uninterrupted_run(base_run: Path, reference: Config,
         case_files(reference.paths.synthetic / "val" / "BraTS-GLI-00010-000")["t1n"], case_files(half)["t1n"]
     )
     summary = generate(cfg, "all", progress=False)
-    assert summary["skipped"] == 3 and summary["generated"] == 1
+    assert summary.skipped == 3 and summary.generated == 1
     assert {p: p.stat().st_mtime_ns for p in done} == done  # finished volumes were not rewritten
     assert_same_volumes(cfg, reference)
     cols = ["id", "split", "seed", "checkpoint_sha256", "source_mask"]
@@ -219,7 +219,7 @@ def test_torchrun_environment_selects_the_shard(
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "3")
     summary = generate(cfg, "val", progress=False)
-    assert summary["shard"] == "1/3" and summary["generated"] == 1
+    assert summary.shard == "1/3" and summary.generated == 1
     assert list(read_manifest(cfg).id) == ["BraTS-GLI-00011-000"]
 
 
@@ -229,7 +229,7 @@ def test_new_checkpoint_regenerates(base_run: Path, tmp_path: Path) -> None:
     before = read_manifest(cfg)
     write_random_checkpoint(cfg, seed=1, step=9)
     summary = generate(cfg, "val", progress=False)
-    assert summary["generated"] == 2 and summary["skipped"] == 0
+    assert summary.generated == 2 and summary.skipped == 0
     after = read_manifest(cfg)
     assert set(after.checkpoint_sha256) != set(before.checkpoint_sha256) and set(after.checkpoint_step) == {9}
 
@@ -239,8 +239,8 @@ def test_bad_mask_is_reported_and_the_others_go_on(base_run: Path, tmp_path: Pat
     bad = all_jobs(cfg, "synthetic")[0]
     bad.mask_path.write_bytes(b"not a nifti")
     summary = generate(cfg, "synthetic", progress=False)
-    assert summary["failed"] == 1 and summary["generated"] == 1
-    assert summary["errors"][0].startswith(f"{bad.mask_path}: cannot read the mask")
+    assert summary.failed == 1 and summary.generated == 1
+    assert summary.errors[0].startswith(f"{bad.mask_path}: cannot read the mask")
 
 
 def test_sampler_output_is_clamped(base_run: Path, tmp_path: Path) -> None:
@@ -260,21 +260,25 @@ def test_sampler_output_is_clamped(base_run: Path, tmp_path: Path) -> None:
 
 
 def test_batched_loop_reproduces_the_samplers_own_loop(base_run: Path, tmp_path: Path) -> None:
-    from gliomagen.generate import _batched_sample, load_setup
+    from gliomagen.diffusion.samplers import sample_loop
+    from gliomagen.generate import load_setup
 
     cfg = fresh(base_run, tmp_path)
     setup = load_setup(cfg)
     cond = setup.encode(torch.as_tensor(np.stack([mask_for(0), mask_for(1)])))
     seeds = [volume_seed(0, "a"), volume_seed(0, "b")]
+    s = setup.sampler
+
+    def loop(c: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
+        return sample_loop(s.scheduler, s.steps, setup.model, c, generator=gens).clamp(0.0, 1.0)
+
     with torch.inference_mode():
         own = [
             setup.sampler.sample(setup.model, cond[k : k + 1], generator=torch.Generator().manual_seed(s))
             for k, s in enumerate(seeds)
         ]
-        one = _batched_sample(setup.sampler, setup.model, cond[:1], [torch.Generator().manual_seed(seeds[0])])
-        both = _batched_sample(
-            setup.sampler, setup.model, cond, [torch.Generator().manual_seed(s) for s in seeds]
-        )
+        one = loop(cond[:1], [torch.Generator().manual_seed(seeds[0])])
+        both = loop(cond, [torch.Generator().manual_seed(s) for s in seeds])
     torch.testing.assert_close(one, own[0], atol=0, rtol=0)  # same noise, same steps: bit for bit
     torch.testing.assert_close(both, torch.cat(own), atol=1e-4, rtol=0)  # per-volume noise in a batch
 

@@ -15,9 +15,9 @@ from gliomagen.cli import main
 from gliomagen.generate import (
     BATCH_TOLERANCE,
     ShardError,
-    _load_job_mask,
     all_jobs,
     generate,
+    load_job_mask,
     load_setup,
     parse_shard,
     sample_batch,
@@ -40,7 +40,7 @@ def test_a_volume_does_not_depend_on_its_batch_beyond_the_stated_tolerance(run: 
     cfg = load_config("smoke", [*TINY, f"generate.sampler={sampler}", "generate.steps=4"], run_dir=run)
     setup = load_setup(cfg)
     jobs = all_jobs(cfg, "all")[:4]
-    masks = np.stack([_load_job_mask(j, cfg)[0] for j in jobs])
+    masks = np.stack([load_job_mask(j, cfg)[0] for j in jobs])
     seeds = [volume_seed(cfg.generate.seed, j.id) for j in jobs]
     one = np.concatenate([sample_batch(setup, masks[k : k + 1], seeds[k : k + 1])[0] for k in range(4)])
     four = sample_batch(setup, masks, seeds)[0]
@@ -87,5 +87,5 @@ def test_partials_of_a_killed_generation_are_removed_on_the_next_run(run: Path, 
     assert out.returncode == 2 and "is busy: 'generate-shard-0-of-1' is running" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
     summary = generate(cfg, "val", progress=False)
-    assert summary["generated"] == 2
+    assert summary.generated == 2
     assert not list(cfg.paths.synthetic.rglob(".*.partial-*"))

@@ -36,7 +36,7 @@ TINY = [
     "train.val_timesteps=[5, 15]",
     "generate.sampler=ddim",
     "generate.steps=2",
-    "generate.device=cpu",
+    "runtime.device=cpu",
 ]
 
 

@@ -12,14 +12,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from gliomagen.config import MODALITIES, Config
+from gliomagen.figures.slices import lesion_slice
 from gliomagen.io import atomic_path
-
-
-def lesion_slice(mask: np.ndarray, cfg: Config) -> int:
-    """Axial (last-axis) index with the most tumour voxels; the middle slice if there is no tumour."""
-    tumour = np.isin(mask, [lab.value for lab in cfg.tumour_labels])
-    counts = tumour.sum(axis=(0, 1))
-    return int(counts.argmax()) if counts.any() else mask.shape[-1] // 2
 
 
 def _show(ax: plt.Axes, plane: np.ndarray, **kwargs: object) -> None:
@@ -45,7 +39,7 @@ def preview_figure(image: np.ndarray, mask: np.ndarray, cfg: Config, title: str 
         cfg: run configuration (label map).
         title: figure title.
     """
-    z = lesion_slice(mask, cfg)
+    z = lesion_slice(mask, [lab.value for lab in cfg.tumour_labels])
     fig, axes = plt.subplots(1, 5, figsize=(10, 2.4))
     _show(axes[0], mask_rgb(mask[..., z], cfg))
     axes[0].set_title("mask")
@@ -84,7 +78,7 @@ def preview_grid(cfg: Config, max_rows: int = 6) -> Figure:
     if len(files) > max_rows:
         files = [files[int(i)] for i in np.linspace(0, len(files) - 1, max_rows).round()]
     real = load_case(usable_cases(cfg, "val")[0])
-    z = lesion_slice(real.mask, cfg)
+    z = lesion_slice(real.mask, [lab.value for lab in cfg.tumour_labels])
     rows = [("real " + real.case_id, real.image)] + [
         (f"step {_step_of(f)}", np.moveaxis(np.asarray(nib.load(str(f)).dataobj), -1, 0)) for f in files
     ]
@@ -149,7 +143,7 @@ def val_loss_by_timestep(cfg: Config) -> Figure:
 
 def lr_plot(cfg: Config) -> Figure:
     """The configured learning-rate schedule, with the logged LR of the run on top if available."""
-    from gliomagen.diffusion.train import lr_schedule
+    from gliomagen.diffusion.schedule import lr_schedule
 
     sched = lr_schedule(cfg)
     fig, ax = plt.subplots(figsize=(7, 3))

@@ -9,9 +9,12 @@ own cosine schedule is evaluated in float32: up to 1.4e-3 relative error in beta
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from monai.networks.schedulers import DDPMScheduler
 
@@ -115,3 +118,19 @@ def noisy_examples(
             raise ValueError(f"timestep {t} outside 0..{cfg.diffusion.timesteps - 1}")
         out[t] = add_noise(sched, x0[None].float(), noise[None], torch.tensor([t]))[0]
     return out
+
+
+# ------------------------------------------------------------------------------ learning-rate schedule
+def lr_factor(step: int, milestones: list[int], factors: list[float]) -> float:
+    """LR multiplier after ``step`` optimiser steps (``factors[i]`` from ``milestones[i-1]`` on)."""
+    return factors[bisect.bisect_right(milestones, step)]
+
+
+def lr_schedule(cfg: Config, steps: int | None = None) -> pd.DataFrame:
+    """The learning rate at every step (for the notebook's LR-schedule plot)."""
+    t = cfg.train
+    n = steps or t.max_steps
+    grid = np.unique(np.linspace(0, n, min(n + 1, 2000)).astype(int))
+    return pd.DataFrame(
+        {"step": grid, "lr": [t.lr * lr_factor(int(s), t.lr_milestones, t.lr_factors) for s in grid]}
+    )

@@ -11,7 +11,6 @@ steps), best checkpoint kept, optional early stopping. Outputs go to ``<run>/che
 from __future__ import annotations
 
 import argparse
-import bisect
 import contextlib
 import logging
 import math
@@ -53,7 +52,7 @@ from gliomagen.diffusion.network import (
     enable_grad_checkpointing,
     set_encoder_frozen,
 )
-from gliomagen.diffusion.schedule import add_noise, diffusion_loss, make_train_scheduler
+from gliomagen.diffusion.schedule import add_noise, diffusion_loss, lr_factor, make_train_scheduler
 from gliomagen.io import provenance, write_csv, write_json
 
 log = logging.getLogger(__name__)
@@ -63,21 +62,6 @@ VAL_LOG = "val_log.csv"
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def lr_factor(step: int, milestones: list[int], factors: list[float]) -> float:
-    """LR multiplier after ``step`` optimiser steps (``factors[i]`` from ``milestones[i-1]`` on)."""
-    return factors[bisect.bisect_right(milestones, step)]
-
-
-def lr_schedule(cfg: Config, steps: int | None = None) -> pd.DataFrame:
-    """The learning rate at every step (for the notebook's LR-schedule plot)."""
-    t = cfg.train
-    n = steps or t.max_steps
-    grid = np.unique(np.linspace(0, n, min(n + 1, 2000)).astype(int))
-    return pd.DataFrame(
-        {"step": grid, "lr": [t.lr * lr_factor(int(s), t.lr_milestones, t.lr_factors) for s in grid]}
-    )
-
-
 def training_target(scheduler: Any, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     """What the network learns to output for ``x_t`` (``scheduler.prediction_type``).
 

@@ -27,7 +27,7 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "phantom": ("gliomagen.data.phantom.cli:run_cli", 3, "write the BraTS-layout phantom dataset"),
     "prepare": ("gliomagen.data.prepare:run_cli", 3, "validate, QC, normalise, resample and split the data"),
     "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
-    "augment": ("gliomagen.augment.cli:run_cli", 5, "augment the training masks (flip, scale, retry, discard)"),
+    "augment": ("gliomagen.augment.cli:run_cli", 5, "augment the training masks (flip, scale, discard)"),
     "generate": ("gliomagen.generate:run_cli", 5, "generate 4-modality volumes from masks"),
     "import-weights": (
         "gliomagen.diffusion.import_weights:run_cli",
@@ -41,12 +41,13 @@ STAGES: dict[str, tuple[str, int, str]] = {
     ),
     "fidelity": ("gliomagen.fidelity.cli:run_cli", 6, "MS-SSIM, FID, KID, FRD on validation pairs"),
     "segment": ("gliomagen.segmentation.pipeline:run_cli", 7, "nnU-Net v2 on the six data mixes"),
-    "figures": ("gliomagen.figures:run_cli", 8, "regenerate every figure and table"),
+    "figures": ("gliomagen.figures.cli:run_cli", 8, "regenerate every figure and table"),
     "reader-study": (
         "gliomagen.reader_study.cli:run_cli",
         9,
         "blinded reader study: build the kit, score answers",
     ),
+    "paper": ("gliomagen.paper:run_cli", 8, "check the manuscript's includes and build its PDF"),
 }
 
 

@@ -1,4 +1,4 @@
-"""Build the manuscript in ``paper/`` for a profile (``make paper``).
+"""Build the manuscript in ``paper/`` for a profile (``gliomagen paper``, ``make paper``).
 
 The manuscript ``paper/main.tex`` includes tables and number macros from ``paper/generated/<profile>/`` and
 figures from ``figures/<profile>/``: the published copy of one run, written by ``gliomagen figures``
@@ -10,7 +10,7 @@ figures from ``figures/<profile>/``: the published copy of one run, written by `
 - where that run's folder is still on disk, no table's source files changed since the table was written.
 
 The PDF is produced only where a LaTeX toolchain (``latexmk`` or ``pdflatex``) is installed -- otherwise the
-command says so and exits 0 after the check.
+command says so and exits 0 after the check. ``python -m gliomagen.paper`` is the same command (the Makefile's).
 """
 
 from __future__ import annotations
@@ -21,9 +21,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
-from gliomagen.config import load_config
+from gliomagen.config import Config, load_config
+from gliomagen.figures.outputs import NUMBERS
 from gliomagen.paths import PAPER_DIR
 
 INPUT = re.compile(r"\\input\{([^}]+)\}")
@@ -58,7 +60,7 @@ def check_manuscript(tex: Path, profile: str, tables_dir: Path, figures_dir: Pat
             if not present:
                 problems.append(f"missing figure {candidates[0]}")
             includes += present
-    numbers = tables_dir / "numbers.tex"
+    numbers = tables_dir / NUMBERS
     defined = set(MACRO_DEF.findall(numbers.read_text())) if numbers.exists() else set()
     for macro in sorted(set(MACRO_USE.findall(text)) - defined):
         problems.append(f"macro \\{macro} is used in {tex.name} but not defined in {numbers}")
@@ -105,7 +107,8 @@ def provenance_problems(includes: list[Path], tables_dir: Path, figures_dir: Pat
         record = published.get(path.parent)
         if record is None:
             continue
-        digest = record["files"].get(path.name)  # type: ignore[union-attr]
+        files = record.get("files")
+        digest = files.get(path.name) if isinstance(files, dict) else None
         if digest is None:
             problems.append(f"{path} was not part of the published run")
         elif digest != file_sha256(path):
@@ -118,34 +121,39 @@ def provenance_problems(includes: list[Path], tables_dir: Path, figures_dir: Pat
     return problems
 
 
-def build(profile: str = "smoke", overrides: list[str] | None = None) -> int:
-    cfg = load_config(profile, overrides)
-    tex = PAPER_DIR / "main.tex"
-    problems = check_manuscript(tex, cfg.profile, cfg.tables_dir, cfg.figures_dir)
-    if problems:
-        print(
-            "paper: cannot build; publish one complete run first (make reproduce, or gliomagen figures on a "
-            "finished run) -- problems:",
-            file=sys.stderr,
-        )
-        for p in problems:
-            print(f"  - {p}", file=sys.stderr)
-        return 1
+@dataclass(frozen=True)
+class PaperResult:
+    """What :func:`build_paper` found and made.
+
+    Args:
+        problems: why the manuscript cannot be built (empty when every include resolves to one run).
+        run: the published run's record (``PUBLISHED.json``), empty when there is none.
+        pdf: the PDF written, ``None`` when there were problems or no LaTeX toolchain.
+        latex: the LaTeX program used, ``None`` when none is installed.
+        latex_log: the end of LaTeX's output when it failed (empty otherwise).
+    """
+
+    problems: tuple[str, ...]
+    run: dict[str, object]
+    pdf: Path | None = None
+    latex: str | None = None
+    latex_log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.latex_log
+
+
+def build_paper(cfg: Config) -> PaperResult:
+    """Check the manuscript's includes for ``cfg``'s profile and, where LaTeX exists, build the PDF."""
     from gliomagen.figures.publish import published_record
 
+    tex = PAPER_DIR / "main.tex"
+    problems = tuple(check_manuscript(tex, cfg.profile, cfg.tables_dir, cfg.figures_dir))
     record = published_record(cfg.tables_dir) or {}
-    print(
-        f"paper: every included table, figure and macro exists for profile {cfg.profile!r} and comes from one "
-        f"published run ({record.get('run_dir')}, config {record.get('config_hash')})"
-    )
     latex = shutil.which("latexmk") or shutil.which("pdflatex")
-    if latex is None:
-        print(
-            "paper: no LaTeX toolchain here (latexmk/pdflatex not found), so no PDF was built. Install one "
-            "(Debian: apt-get install texlive-latex-recommended texlive-latex-extra; the Docker image has it) "
-            "and run `make paper` again."
-        )
-        return 0
+    if problems or latex is None:
+        return PaperResult(problems, record, latex=latex)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp) / "paper"
         shutil.copytree(PAPER_DIR, work, ignore=shutil.ignore_patterns("*.pdf"))
@@ -160,21 +168,67 @@ def build(profile: str = "smoke", overrides: list[str] | None = None) -> int:
         for _ in range(1 if latex.endswith("latexmk") else 2):
             run = subprocess.run(cmd, cwd=work, capture_output=True, text=True)
             if run.returncode != 0:
-                print(run.stdout[-3000:], file=sys.stderr)
-                print(f"paper: {Path(latex).name} failed (log above)", file=sys.stderr)
-                return 1
+                return PaperResult(problems, record, latex=latex, latex_log=run.stdout[-3000:] or "failed")
         out = PAPER_DIR / f"gliomagen-{cfg.profile}.pdf"
         shutil.copy(work / "main.pdf", out)
-    print(f"paper: wrote {out}")
+    return PaperResult(problems, record, pdf=out, latex=latex)
+
+
+def report(result: PaperResult, profile: str) -> int:
+    """Print what :func:`build_paper` found (problems to stderr); the exit code (0 ok, 1 not built)."""
+    if result.problems:
+        print(
+            "paper: cannot build; publish one complete run first (make reproduce, or gliomagen figures on a "
+            "finished run) -- problems:",
+            file=sys.stderr,
+        )
+        for p in result.problems:
+            print(f"  - {p}", file=sys.stderr)
+        return 1
+    print(
+        f"paper: every included table, figure and macro exists for profile {profile!r} and comes from one "
+        f"published run ({result.run.get('run_dir')}, config {result.run.get('config_hash')})"
+    )
+    if result.latex is None:
+        print(
+            "paper: no LaTeX toolchain here (latexmk/pdflatex not found), so no PDF was built. Install one "
+            "(Debian: apt-get install texlive-latex-recommended texlive-latex-extra; the Docker image has it) "
+            "and run `make paper` again."
+        )
+        return 0
+    if result.latex_log:
+        print(result.latex_log, file=sys.stderr)
+        print(f"paper: {Path(result.latex).name} failed (log above)", file=sys.stderr)
+        return 1
+    print(f"paper: wrote {result.pdf}")
     return 0
 
 
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``gliomagen paper`` takes only the common options (``--profile``, ``--set``)."""
+
+
+def run_cli(cfg: Config, args: argparse.Namespace) -> PaperResult:
+    """Entry point of ``gliomagen paper``: check, then build where LaTeX exists.
+
+    Raises:
+        SystemExit: with code 1 when the manuscript cannot be built (the problems are printed).
+    """
+    result = build_paper(cfg)
+    code = report(result, cfg.profile)
+    if code:
+        raise SystemExit(code)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """``python -m gliomagen.paper --profile P [--set K=V]`` (what ``make paper`` runs)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--profile", default="smoke")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
-    return build(args.profile, args.overrides)
+    cfg = load_config(args.profile, args.overrides)
+    return report(build_paper(cfg), cfg.profile)
 
 
 if __name__ == "__main__":

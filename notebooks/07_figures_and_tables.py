@@ -33,10 +33,12 @@ import pandas as pd
 from IPython.display import Image, Markdown, display
 
 from gliomagen.config import load_config
-from gliomagen.figures import ARTIFACTS, raise_on_failures, regenerate
+from gliomagen.figures.artifacts import ARTIFACTS
 from gliomagen.figures.export import stale_outputs
 from gliomagen.figures.numbers import collect_numbers
-from gliomagen.figures.publish import publish, run_figures_dir, run_tables_dir
+from gliomagen.figures.outputs import FiguresOutputs
+from gliomagen.figures.publish import publish
+from gliomagen.figures.regenerate import raise_on_failures, regenerate
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
@@ -48,11 +50,11 @@ pd.DataFrame([{"name": a.name, "kind": a.kind, "paper": a.paper_ref, "from": a.n
 # reproduction never looks complete when it is not.
 
 # %%
-manifest = regenerate(cfg)
-display(manifest[["name", "kind", "paper", "status", "message"]])
-raise_on_failures(manifest)
-figures_dir, tables_dir = run_figures_dir(cfg), run_tables_dir(cfg)
-assert not stale_outputs(tables_dir, cfg.paths.root), stale_outputs(tables_dir, cfg.paths.root)
+made = regenerate(cfg)
+display(made.manifest[["name", "kind", "paper", "status", "message"]])
+raise_on_failures(made)
+outputs = FiguresOutputs(cfg.paths)
+assert not stale_outputs(made.tables_dir, cfg.paths.root), stale_outputs(made.tables_dir, cfg.paths.root)
 
 # %% [markdown]
 # ## Tables (as they appear in the paper)
@@ -60,7 +62,7 @@ assert not stale_outputs(tables_dir, cfg.paths.root), stale_outputs(tables_dir, 
 # %%
 for art in ARTIFACTS:
     if art.kind == "table":
-        text = (tables_dir / f"{art.name}.md").read_text().split("\n", 1)[1]
+        text = outputs.table(art.name, "md").read_text().split("\n", 1)[1]
         display(Markdown(f"### {art.name} — {art.paper_ref}\n{text}"))
 
 # %% [markdown]
@@ -76,7 +78,7 @@ pd.Series(collect_numbers(cfg), name="value").to_frame()
 for art in ARTIFACTS:
     if art.kind == "figure":
         display(Markdown(f"### {art.name} — {art.paper_ref}"))
-        display(Image(filename=str(figures_dir / f"{art.name}.png"), width=900))
+        display(Image(filename=str(outputs.figure(art.name, "png")), width=900))
 plt.close("all")
 
 # %% [markdown]

@@ -4,6 +4,9 @@ paper check refuses includes from two runs. Also the provenance inside PNG/PDF/t
 from __future__ import annotations
 
 import hashlib
+import re
+import shutil
+import subprocess
 from pathlib import Path
 
 import matplotlib
@@ -15,14 +18,13 @@ import pytest  # noqa: E402
 
 from gliomagen.config import load_config  # noqa: E402
 from gliomagen.figures import export  # noqa: E402
+from gliomagen.figures.outputs import run_figures_dir, run_tables_dir  # noqa: E402
 from gliomagen.figures.publish import (  # noqa: E402
     PUBLISHED,
     _replace_folder,
     footer_text,
     include_provenance,
     provenance,
-    run_figures_dir,
-    run_tables_dir,
 )
 from gliomagen.paper import check_manuscript  # noqa: E402
 
@@ -191,3 +193,64 @@ def test_wide_table_is_set_sideways_and_narrow_is_not() -> None:
     latex = export.table_to_latex(narrow, "N", "n", note="profile smoke · phantom, not patient data")
     assert "sidewaystable" not in latex and "2525.5 \\\\" in latex and "2525.49" not in latex
     assert "phantom, not patient data" in latex
+
+
+SPECIALS = "\\ ~ ^ _ % & #"
+ESCAPED = r"\textbackslash \space \textasciitilde \space \textasciicircum \space \_ \% \& \#"
+
+
+def _bare_specials(latex: str) -> list[str]:
+    """Special characters left unescaped in a line of LaTeX text (after removing the escaped forms)."""
+    rest = latex
+    for seq in (r"\textbackslash", r"\textasciitilde", r"\textasciicircum", r"\space"):
+        rest = rest.replace(seq, "")
+    rest = re.sub(r"\\[_%&#${}]", "", rest)
+    return re.findall(r"[\\~^_%&#]", rest)
+
+
+def test_table_cells_headers_caption_and_macros_are_escaped(tmp_path: Path) -> None:
+    frame = pd.DataFrame({f"metric {SPECIALS}": [SPECIALS, 0.5], "n": [1, float("nan")]})
+    export.write_table(frame, tmp_path, "tab_x", f"caption {SPECIALS}", {}, "cfghash", f"note {SPECIALS}")
+    tex = (tmp_path / "tab_x.tex").read_text().splitlines()
+    cell = next(line for line in tex if line.startswith(ESCAPED))
+    assert cell == ESCAPED + r" & 1 \\"
+    assert not _bare_specials(cell.removesuffix(r" \\").replace(" & ", " "))
+    header = next(line for line in tex if line.startswith("metric"))
+    assert header == "metric " + ESCAPED + r" & n \\"
+    caption = next(line for line in tex if line.startswith(r"\caption{"))
+    assert caption == r"\caption{caption " + ESCAPED + "}"
+    note = next(line for line in tex if "footnotesize" in line)
+    assert ESCAPED in note and "--" in next(line for line in tex if line.startswith("0.5000"))
+    macros = export.write_macros({"RText": SPECIALS}, tmp_path, {}, "cfghash").read_text()
+    assert r"\newcommand{\RText}{" + ESCAPED + "}" in macros
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="pdflatex is not installed")
+def test_escaped_table_compiles(tmp_path: Path) -> None:
+    frame = pd.DataFrame({f"metric {SPECIALS}": [SPECIALS, 0.5], "n": [1, float("nan")]})
+    tex = export.table_to_latex(frame, f"caption {SPECIALS} ± ≥", "x", note=f"note {SPECIALS} ·")
+    document = "\n".join(
+        [r"\documentclass{article}", r"\usepackage{booktabs,graphicx,rotating,xcolor}", r"\begin{document}",
+         tex, r"\end{document}"]
+    )  # fmt: skip
+    (tmp_path / "t.tex").write_text(document)
+    run = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"], cwd=tmp_path, capture_output=True
+    )
+    assert run.returncode == 0, run.stdout[-2000:]
+
+
+def test_paper_verb_refuses_without_a_published_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from gliomagen.cli import main
+    from gliomagen.paper import main as paper_main
+
+    dirs = [f"figures.figures_dir={tmp_path / 'f'}", f"figures.tables_dir={tmp_path / 't'}"]
+    argv = ["paper", "--run-dir", str(tmp_path / "run"), *[a for d in dirs for a in ("--set", d)]]
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 1
+    assert "has no PUBLISHED.json" in capsys.readouterr().err
+    # python -m gliomagen.paper (make paper) is the same check
+    assert paper_main(["--profile", "smoke", *[a for d in dirs for a in ("--set", d)]]) == 1

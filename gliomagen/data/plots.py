@@ -7,6 +7,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gliomagen.cases import load_case
@@ -14,6 +15,7 @@ from gliomagen.config import MODALITIES, Config
 from gliomagen.data.head import head_steps, relabel
 from gliomagen.data.validate import RawCase, load_raw_case
 from gliomagen.figures.palette import add_label_legend, label_cmap
+from gliomagen.figures.slices import lesion_slice
 
 
 def overview(table: pd.DataFrame) -> pd.DataFrame:
@@ -51,12 +53,7 @@ def plot_label_volumes(volumes: pd.DataFrame) -> Figure:
     return fig
 
 
-def _lesion_slice(mask: np.ndarray) -> int:
-    area = (mask > 1).sum(axis=(0, 1)) if (mask > 1).any() else (mask > 0).sum(axis=(0, 1))
-    return int(np.argmax(area))
-
-
-def _show(ax: plt.Axes, image: np.ndarray, title: str) -> None:
+def _show(ax: Axes, image: np.ndarray, title: str) -> None:
     # rows of the displayed array = second voxel axis (anterior up), as radiologists view axial slices
     ax.imshow(np.rot90(image), cmap="gray", interpolation="nearest")
     ax.set_title(title, fontsize=9)
@@ -75,7 +72,7 @@ def plot_head_label(cfg: Config, case_dir: str | Path) -> Figure:
     final = prepared_mask(
         scan.seg, scan.images, cfg.data.labels, cfg.data.head.source, cfg.data.head.closing_radius
     )
-    z = _lesion_slice(final)
+    z = lesion_slice(final, [lab.value for lab in cfg.tumour_labels], axis=2)
     source = "t2f" if cfg.data.head.source == "multi" else cfg.data.head.source
     cmap, top = label_cmap(cfg)
     fig, axes = plt.subplots(1, 5, figsize=(13, 3.2))
@@ -97,10 +94,11 @@ def plot_head_label(cfg: Config, case_dir: str | Path) -> Figure:
 def plot_cases(cfg: Config, case_dirs: list[Path]) -> Figure:
     """The four prepared modalities and the mask overlay, one row per case (slice with most lesion)."""
     cmap, top = label_cmap(cfg)
+    tumour = [lab.value for lab in cfg.tumour_labels]
     fig, axes = plt.subplots(len(case_dirs), 5, figsize=(11, 2.6 * len(case_dirs)), squeeze=False)
     for row, case_dir in zip(axes, case_dirs, strict=True):
         case = load_case(case_dir)
-        z = _lesion_slice(case.mask)
+        z = lesion_slice(case.mask, tumour, axis=2)
         for ax, channel, name in zip(row, case.image, MODALITIES, strict=False):
             _show(ax, channel[:, :, z], f"{case.case_id[-9:]} {name}")
         _show(row[4], case.image[3][:, :, z], "t2f + mask")

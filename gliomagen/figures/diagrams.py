@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 from matplotlib.patches import FancyArrowPatch, Rectangle
 
 from gliomagen.config import MODALITIES, Config
@@ -13,16 +14,16 @@ from gliomagen.reference import PAPER_FACTS
 
 def level_shapes(cfg: Config) -> list[tuple[int, tuple[int, int, int]]]:
     """(channels, spatial shape) at each U-Net level: the input grid halves after every level but the last."""
-    shape = tuple(cfg.data.target_shape)
+    shape: tuple[int, int, int] = cfg.data.target_shape
     levels = []
     for level, channels in enumerate(cfg.model.channels):
-        levels.append((channels, shape))  # type: ignore[arg-type]
+        levels.append((channels, shape))
         if level < len(cfg.model.channels) - 1:
-            shape = tuple(s // 2 for s in shape)
-    return levels  # type: ignore[return-value]
+            shape = (shape[0] // 2, shape[1] // 2, shape[2] // 2)
+    return levels
 
 
-def unet_diagram(cfg: Config, mask_channels: int) -> plt.Figure:
+def unet_diagram(cfg: Config, mask_channels: int) -> Figure:
     """Block diagram of the conditional denoiser (MONAI ``DiffusionModelUNet``) for a profile.
 
     The axes are in inches (one data unit = one inch of the figure), so every box is sized for its text

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
+from gliomagen.figures.outputs import NUMBERS
 from gliomagen.io import atomic_path, file_sha256, write_json, write_text
 
 SOURCES_TAG = "gliomagen-sources:"
@@ -26,14 +28,15 @@ def source_stamp(sources: Iterable[Path], root: Path) -> dict[str, str]:
     return {str(Path(p).resolve().relative_to(root.resolve())): file_sha256(p) for p in sources}
 
 
-def add_footer(fig: plt.Figure, text: str) -> None:
+def add_footer(fig: Figure, text: str) -> None:
     """A small grey line under everything drawn (legends below the axes included); ``bbox_inches="tight"``
     keeps it in the saved file."""
     if not hasattr(fig.canvas, "get_renderer"):  # a figure closed in pyplot has lost its Agg canvas
         from matplotlib.backends.backend_agg import FigureCanvasAgg
 
         FigureCanvasAgg(fig)
-    bottom = fig.get_tightbbox(fig.canvas.get_renderer()).y0 / fig.get_figheight()  # figure fraction
+    renderer = fig.canvas.get_renderer()  # type: ignore[attr-defined]  # Agg canvases have one (made above)
+    bottom = fig.get_tightbbox(renderer).y0 / fig.get_figheight()  # figure fraction
     fig.text(0.5, min(bottom, 0.0) - 0.01, text, ha="center", va="top", fontsize=7, color="0.35")
 
 
@@ -51,7 +54,7 @@ def _metadata(fmt: str, provenance: dict[str, str] | None) -> dict[str, str] | N
 
 
 def save_figure(
-    fig: plt.Figure,
+    fig: Figure,
     out_dir: Path,
     name: str,
     formats: Iterable[str] = ("png", "pdf"),
@@ -82,21 +85,35 @@ def save_figure(
     return written
 
 
-def _latex_escape(text: str) -> str:
-    escaped = re.sub(r"([&%$#_{}])", r"\\\1", str(text))
-    for char, latex in (
-        ("±", r"$\pm$"),
-        ("≥", r"$\geq$"),
-        ("²", r"$^2$"),
-        ("↑", r"$\uparrow$"),
-        ("↓", r"$\downarrow$"),
-        ("−∞", r"$-\infty$"),
-        ("∞", r"$\infty$"),
-        ("–", "--"),
-        ("·", r"$\cdot$"),
-    ):
-        escaped = escaped.replace(char, latex)
-    return escaped
+#: characters pdflatex (utf8 input, no extra packages) cannot typeset, and their LaTeX; applied after escaping
+LATEX_SYMBOLS = (
+    ("±", r"$\pm$"),
+    ("≥", r"$\geq$"),
+    ("≤", r"$\leq$"),
+    ("²", r"$^2$"),
+    ("³", r"$^3$"),
+    ("↑", r"$\uparrow$"),
+    ("↓", r"$\downarrow$"),
+    ("−∞", r"$-\infty$"),
+    ("∞", r"$\infty$"),
+    ("–", "--"),
+    ("·", r"$\cdot$"),
+    ("×", r"$\times$"),
+)
+
+
+def _latex_symbols(text: str) -> str:
+    for char, latex in LATEX_SYMBOLS:
+        text = text.replace(char, latex)
+    return text
+
+
+def latex_text(text: object) -> str:
+    r"""Any text as LaTeX: pandas' escaping of the ten special characters (``& % $ # _ { } ~ ^ \``), then
+    the symbols of :data:`LATEX_SYMBOLS` (captions, notes and macro values, which are not table cells)."""
+    styler = pd.DataFrame([[str(text)]]).style.format(escape="latex").hide(axis="index").hide(axis="columns")
+    body = styler.to_latex().split("\n", 1)[1].rsplit("\n\\end{tabular}", 1)[0]
+    return _latex_symbols(body.removesuffix(" \\\\"))
 
 
 def format_value(value: object) -> str:
@@ -138,35 +155,43 @@ WIDE_COLUMNS = 9
 
 
 def table_to_latex(frame: pd.DataFrame, caption: str, label: str, note: str = "") -> str:
-    """A LaTeX table: booktabs rules, formatted numbers, a footnote line naming the run.
+    """A LaTeX table through pandas' ``Styler.to_latex``: booktabs rules, formatted numbers, every cell and
+    header escaped (``escape="latex"``), a footnote line naming the run.
 
     A table with more than :data:`WIDE_COLUMNS` columns goes into a ``sidewaystable`` (package ``rotating``)
     so that it stays legible; narrower tables shrink to the text width only if they must.
     """
-    columns = list(frame.columns)
-    cells = format_frame(frame)
-    wide = len(columns) > WIDE_COLUMNS
+    wide = len(frame.columns) > WIDE_COLUMNS
     env = "sidewaystable" if wide else "table"
     width = r"\textheight" if wide else r"\linewidth"
-    lines = [
-        rf"\begin{{{env}}}" + ("" if wide else "[t]"),
-        r"\centering\small",
-        rf"\caption{{{_latex_escape(caption)}}}",
-        rf"\label{{tab:{label}}}",
-        # shrink a table wider than the page to fit; never enlarge a narrow one
-        rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%",
-        r"\begin{tabular}{" + "l" * len(columns) + "}",
-        r"\toprule",
-        " & ".join(_latex_escape(c) for c in columns) + r" \\",
-        r"\midrule",
-    ]
-    for _, row in cells.iterrows():
-        lines.append(" & ".join(_latex_escape(v) for v in row.tolist()) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}"]
+    data = frame.copy()
+    data.columns = [str(c) for c in data.columns]
+    styler = (
+        data.style.hide(axis="index")
+        .format(lambda v: _latex_symbols(format_value(v)), escape="latex")
+        .format_index(lambda v: _latex_symbols(str(v)), escape="latex", axis="columns")
+    )
+    latex = styler.to_latex(
+        column_format="l" * len(data.columns),
+        hrules=True,
+        environment=env,
+        position=None if wide else "t",
+        position_float="centering",
+        caption=latex_text(caption),
+        label=f"tab:{label}",
+    )
+    # shrink a table wider than the page to fit; never enlarge a narrow one
+    begin, end = r"\begin{tabular}", r"\end{tabular}"
+    resize = rf"\resizebox{{\ifdim\width>{width}{width}\else\width\fi}}{{!}}{{%"
+    latex = latex.replace(r"\centering", r"\centering\small", 1)
+    latex = latex.replace(begin, f"{resize}\n{begin}", 1).replace(end, end + "}", 1)
     if note:
-        lines.append(rf"\par\smallskip{{\footnotesize\color{{gray}} {_latex_escape(note)}}}")
-    lines += [rf"\end{{{env}}}", ""]
-    return "\n".join(lines)
+        latex = latex.replace(
+            rf"\end{{{env}}}",
+            rf"\par\smallskip{{\footnotesize\color{{gray}} {latex_text(note)}}}" + "\n" + rf"\end{{{env}}}",
+            1,
+        )
+    return latex
 
 
 def write_table(
@@ -213,8 +238,8 @@ def write_macros(
     for key, value in sorted(numbers.items()):
         if not re.fullmatch(r"[A-Za-z]+", key):
             raise ValueError(f"LaTeX macro names must be letters only, got {key!r}")
-        lines.append(rf"\newcommand{{\{key}}}{{{_latex_escape(value)}}}")
-    return write_text(out_dir / "numbers.tex", "\n".join(lines) + "\n")
+        lines.append(rf"\newcommand{{\{key}}}{{{latex_text(value)}}}")
+    return write_text(out_dir / NUMBERS, "\n".join(lines) + "\n")
 
 
 def read_stamp(path: Path) -> dict[str, object] | None:
@@ -234,7 +259,8 @@ def stale_outputs(out_dir: Path, run_root: Path) -> list[str]:
         if stamp is None:
             problems.append(f"{path.name}: no provenance header")
             continue
-        for rel, digest in stamp["sources"].items():  # type: ignore[union-attr]
+        sources = stamp["sources"]
+        for rel, digest in (sources if isinstance(sources, dict) else {}).items():
             src = run_root / rel
             if not src.exists():
                 problems.append(f"{path.name}: source {rel} is missing")

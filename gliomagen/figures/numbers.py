@@ -13,6 +13,7 @@ import pandas as pd
 
 from gliomagen.config import Config
 from gliomagen.figures import export
+from gliomagen.figures.outputs import FiguresOutputs
 from gliomagen.io import read_json
 
 NA = "n/a"
@@ -113,7 +114,8 @@ def number_sources(cfg: Config) -> list[Path]:
 
 def write_numbers(cfg: Config) -> Path:
     """Write this run's ``numbers.tex`` into the run folder (stamped with its sources and the run)."""
-    from gliomagen.figures.publish import provenance, run_tables_dir
+    from gliomagen.figures.publish import provenance
 
     stamp = export.source_stamp(number_sources(cfg), cfg.paths.root)
-    return export.write_macros(collect_numbers(cfg), run_tables_dir(cfg), stamp, cfg.hash, provenance(cfg))
+    tables_dir = FiguresOutputs(cfg.paths).tables_dir
+    return export.write_macros(collect_numbers(cfg), tables_dir, stamp, cfg.hash, provenance(cfg))

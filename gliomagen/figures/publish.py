@@ -24,11 +24,13 @@ from pathlib import Path
 
 from gliomagen.config import Config
 from gliomagen.errors import InputError
+from gliomagen.figures.outputs import FiguresOutputs
+from gliomagen.figures.outputs import (
+    run_figures_dir as run_figures_dir,  # re-exported: gliomagen.runner uses it
+)
+from gliomagen.figures.outputs import run_tables_dir as run_tables_dir
 from gliomagen.io import file_sha256, read_json, write_json
 
-#: sub-folders of a run folder that hold its own figures and tables
-RUN_FIGURES = "figures"
-RUN_TABLES = "paper_generated"
 #: the record of what was published, in both published folders
 PUBLISHED = "PUBLISHED.json"
 #: key under which a figure's provenance is stored (PNG text chunk; JSON inside the PDF Subject field)
@@ -38,16 +40,6 @@ PROVENANCE_KEY = "gliomagen-provenance"
 class PublishRefused(InputError):
     """A run that cannot be published (incomplete stages, failed artifacts, stale tables); the CLI prints it
     as one line and exits 2."""
-
-
-def run_figures_dir(cfg: Config) -> Path:
-    """Where this run's figures are written (``<run>/figures``)."""
-    return cfg.paths.root / RUN_FIGURES
-
-
-def run_tables_dir(cfg: Config) -> Path:
-    """Where this run's tables and ``numbers.tex`` are written (``<run>/paper_generated``)."""
-    return cfg.paths.root / RUN_TABLES
 
 
 def provenance(cfg: Config) -> dict[str, str]:
@@ -108,7 +100,8 @@ def include_provenance(path: Path) -> dict[str, object] | None:
     if suffix == ".pdf":
         return _pdf_provenance(path)
     stamp = read_stamp(path)
-    return dict(stamp["run"]) if stamp and isinstance(stamp.get("run"), dict) else stamp  # type: ignore[arg-type]
+    run = stamp.get("run") if stamp else None
+    return dict(run) if isinstance(run, dict) else stamp
 
 
 # ------------------------------------------------------------------------------------- completeness
@@ -116,9 +109,9 @@ def incomplete(cfg: Config) -> list[str]:
     """Why this run's own outputs may not be published (empty when it is complete).
 
     Checks every stage's required outputs, the artifact manifest written by
-    :func:`gliomagen.figures.regenerate` (every figure and table made) and the source hashes of every table.
+    :func:`gliomagen.figures.regenerate.regenerate` (every figure and table made) and the source hashes of every table.
     """
-    from gliomagen.figures import ARTIFACTS
+    from gliomagen.figures.artifacts import ARTIFACTS
     from gliomagen.figures.export import stale_outputs
     from gliomagen.runner import STAGE_OUTPUTS, missing_outputs
 
@@ -127,7 +120,7 @@ def incomplete(cfg: Config) -> list[str]:
         for stage in STAGE_OUTPUTS
         if (missing := missing_outputs(cfg, stage))
     ]
-    index = run_figures_dir(cfg) / "index.json"
+    index = FiguresOutputs(cfg.paths).index
     if not index.is_file():
         problems.append(f"{index} is missing: make the figures first (gliomagen figures)")
     else:

@@ -1,0 +1,46 @@
+"""The run files each figure and table is made from (recorded with their SHA-256, so a stale table is noticed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gliomagen.augment.outputs import AugmentationOutputs
+from gliomagen.config import Config
+
+
+def cases_table(cfg: Config) -> list[Path]:
+    return [cfg.paths.cases_csv]
+
+
+def training_logs(cfg: Config) -> list[Path]:
+    return sorted(p for p in cfg.paths.training.glob("*.csv"))
+
+
+def previews(cfg: Config) -> list[Path]:
+    return sorted(cfg.paths.training.rglob("*.png"))
+
+
+def augment_manifest(cfg: Config) -> list[Path]:
+    return [AugmentationOutputs(cfg.paths).manifest]
+
+
+def synthetic_manifest(cfg: Config) -> list[Path]:
+    return [cfg.paths.synthetic / "manifest.csv"]
+
+
+def sampler_timing(cfg: Config) -> list[Path]:
+    return [cfg.paths.metrics / "sampler_timing.csv"]
+
+
+def fidelity(cfg: Config) -> list[Path]:
+    return [cfg.paths.metrics / "fidelity.json"]
+
+
+def segmentation(cfg: Config) -> list[Path]:
+    return sorted(cfg.paths.metrics.glob("segmentation*.csv")) + sorted(
+        cfg.paths.metrics.glob("segmentation*.json")
+    )
+
+
+def nothing(cfg: Config) -> list[Path]:
+    return []

@@ -29,6 +29,7 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
     "augment": ("gliomagen.augment.cli:run_cli", 5, "augment the training masks (flip, scale, discard)"),
     "generate": ("gliomagen.generate:run_cli", 5, "generate 4-modality volumes from masks"),
+    "sweep-samplers": ("gliomagen.generation.sweep:run_cli", 18, "sampler quality and speed against NFE"),
     "import-weights": (
         "gliomagen.diffusion.import_weights:run_cli",
         15,

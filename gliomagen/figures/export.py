@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
 
-from gliomagen.figures.outputs import NUMBERS
+from gliomagen.figures.outputs import INDEX, NUMBERS
 from gliomagen.io import atomic_path, file_sha256, write_json, write_text
 
 SOURCES_TAG = "gliomagen-sources:"
@@ -270,4 +270,4 @@ def stale_outputs(out_dir: Path, run_root: Path) -> list[str]:
 
 
 def write_manifest(out_dir: Path, entries: list[dict[str, object]]) -> Path:
-    return write_json(out_dir / "index.json", entries)
+    return write_json(out_dir / INDEX, entries)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from gliomagen.augment.outputs import AugmentationOutputs, read_manifest
 from gliomagen.config import Config
 from gliomagen.figures import export
 from gliomagen.figures.outputs import FiguresOutputs
@@ -56,10 +57,9 @@ def _model_numbers(cfg: Config) -> dict[str, str]:
 
 
 def _augment_numbers(cfg: Config) -> dict[str, str]:
-    path = cfg.paths.augmented / "manifest.csv"
-    if not path.exists():
+    if not AugmentationOutputs(cfg.paths).manifest.exists():
         return {"RAugTried": NA, "RAugKept": NA}
-    frame = pd.read_csv(path)
+    frame = read_manifest(cfg)
     return {"RAugTried": str(len(frame)), "RAugKept": str(int((frame["status"] == "accepted").sum()))}
 
 
@@ -106,7 +106,7 @@ def number_sources(cfg: Config) -> list[Path]:
     candidates = [
         cfg.paths.cases_csv,
         cfg.paths.training / "train_log.csv",
-        cfg.paths.augmented / "manifest.csv",
+        AugmentationOutputs(cfg.paths).manifest,
         cfg.paths.metrics / "fidelity.json",
     ]
     return [p for p in candidates if p.exists()]

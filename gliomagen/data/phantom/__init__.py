@@ -28,6 +28,6 @@ from __future__ import annotations
 
 from gliomagen.data.phantom.anatomy import BRATS_GRID, grid_affine
 from gliomagen.data.phantom.faults import FAULTS
-from gliomagen.data.phantom.generator import PhantomSummary, make_phantom
+from gliomagen.data.phantom.generator import PhantomSummary, is_phantom, make_phantom
 
-__all__ = ["BRATS_GRID", "FAULTS", "PhantomSummary", "grid_affine", "make_phantom"]
+__all__ = ["BRATS_GRID", "FAULTS", "PhantomSummary", "grid_affine", "is_phantom", "make_phantom"]

@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 #: bump when the generator's output changes, so that stale phantoms are noticed (and replaced by prepare)
 GENERATOR_VERSION = 1
+#: files of the phantom folder beside the case folders: its settings, what was made, a note for people
+SETTINGS = "phantom.json"
+MANIFEST = "manifest.json"
+README = "README.txt"
 
 
 @dataclass(frozen=True)
@@ -167,11 +171,11 @@ def _make_phantom_locked(
     }
     _check_settings(out, settings, replace)
     if _complete(out, settings):
-        cases = sorted(c["id"] for c in json.loads((out / "manifest.json").read_text())["cases"])
+        cases = sorted(c["id"] for c in json.loads((out / MANIFEST).read_text())["cases"])
         return PhantomSummary(out, cases, skipped=len(cases), seconds=time.perf_counter() - start)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "phantom.json", settings)
-    write_text(out / "README.txt", _README)
+    write_json(out / SETTINGS, settings)
+    write_text(out / README, _README)
     tasks = [
         {
             "patient": p,
@@ -193,7 +197,7 @@ def _make_phantom_locked(
     ]
     made = [r for r in records if not r.get("skipped")]
     if made:
-        manifest_path = out / "manifest.json"
+        manifest_path = out / MANIFEST
         old = json.loads(manifest_path.read_text())["cases"] if manifest_path.is_file() else []
         merged = {r["id"]: r for r in [*old, *made]}
         write_json(manifest_path, {"settings": settings, "cases": [merged[k] for k in sorted(merged)]})
@@ -216,9 +220,14 @@ def _make_phantom_locked(
     return summary
 
 
+def is_phantom(folder: Path) -> bool:
+    """Whether ``folder`` holds a phantom written by :func:`make_phantom` (never user data)."""
+    return (Path(folder) / SETTINGS).is_file()
+
+
 def _complete(out: Path, settings: dict[str, Any]) -> bool:
     """Whether ``out`` already holds every case of a phantom with these settings."""
-    manifest = out / "manifest.json"
+    manifest = out / MANIFEST
     if not manifest.is_file():
         return False
     content = json.loads(manifest.read_text())
@@ -233,7 +242,7 @@ def _complete(out: Path, settings: dict[str, Any]) -> bool:
 
 def _check_settings(out: Path, settings: dict[str, Any], replace: bool) -> None:
     """Refuse to mix phantoms; with ``replace`` an old phantom (never other data) is removed first."""
-    path = out / "phantom.json"
+    path = out / SETTINGS
     if not path.is_file():
         if out.is_dir() and any(out.iterdir()):
             raise FileExistsError(
@@ -249,11 +258,11 @@ def _check_settings(out: Path, settings: dict[str, Any], replace: bool) -> None:
             f"{out} holds a phantom made with other settings {diff} (old, new); delete it or choose another folder"
         )
     log.warning("replacing the phantom in %s (settings changed: %s)", out, diff)
-    manifest = out / "manifest.json"
+    manifest = out / MANIFEST
     listed = json.loads(manifest.read_text())["cases"] if manifest.is_file() else []
     for case in listed:  # only folders this generator wrote
         shutil.rmtree(out / case["id"], ignore_errors=True)
-    for name in ("manifest.json", "phantom.json"):
+    for name in (MANIFEST, SETTINGS):
         (out / name).unlink(missing_ok=True)
 
 

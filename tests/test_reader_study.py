@@ -428,6 +428,11 @@ def test_cli_build_and_score_simulated(tmp_path: Path, capsys: pytest.CaptureFix
 
 @pytest.mark.slow
 def test_notebook_08_runs(tmp_path: Path) -> None:
+    """Notebook 08 on a toy run: simulated readers' scores never mix with real ones.
+
+    The only execution of notebook 08 besides the end-to-end smoke run (tests/test_e2e_smoke.py runs every
+    notebook; see test_notebook_08_is_executed_by_two_tests_only).
+    """
     from gliomagen.paths import NOTEBOOK_DIR
     from gliomagen.runner import execute_notebook
 
@@ -464,3 +469,12 @@ def test_build_and_score_hold_the_run_lock(tmp_path: Path) -> None:
         build(cfg)
     assert not (tmp_path / "reader_study" / "answer_key.csv").exists()
     assert build(cfg).panels == 40
+
+
+def test_notebook_08_is_executed_by_two_tests_only() -> None:
+    # test_e2e_smoke.py runs every notebook through run_notebooks; no other test names notebook 08
+    from gliomagen.paths import PROJECT_ROOT
+
+    tests = PROJECT_ROOT / "tests"
+    naming_08 = sorted(p.name for p in tests.glob("test_*.py") if "08_reader_study" in p.read_text())
+    assert naming_08 == ["test_reader_study.py"], naming_08

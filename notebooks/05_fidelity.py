@@ -48,16 +48,17 @@ import pandas as pd
 from IPython.display import display
 
 from gliomagen.config import load_config
-from gliomagen.fidelity.evaluate import evaluate, output_paths
-from gliomagen.fidelity.report import (
-    additional_table,
-    extractor_summary,
-    fidelity_table,
+from gliomagen.fidelity.conditioning import goals_failed, summarise
+from gliomagen.fidelity.evaluate import run_fidelity
+from gliomagen.fidelity.outputs import read_per_slice, read_per_subject
+from gliomagen.fidelity.plots import (
     plot_intervals,
+    plot_mask_following,
     plot_per_subject,
     plot_slice_pairs,
     plot_slice_profile,
 )
+from gliomagen.fidelity.report import additional_table, extractor_summary, fidelity_table
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
@@ -65,15 +66,17 @@ cfg.fidelity.model_dump()
 
 # %% [markdown]
 # ## Run the evaluation
-# Writes `metrics/fidelity.json`, `metrics/fidelity_per_subject.csv` and `metrics/fidelity_per_slice.csv`;
-# a finished evaluation with the same configuration and inputs is loaded instead of recomputed.
+# The stage (`gliomagen fidelity`) writes the results, the per-subject and per-slice tables and the
+# mask-following measures into `metrics/` (`stage.outputs` names each file); a finished evaluation with the
+# same configuration and inputs is loaded instead of recomputed.
 
 # %%
-results = evaluate(cfg)
-settings = results["settings"]
-print(f"{len(results['subjects'])} validation pairs evaluated; skipped: {results['skipped'] or 'none'}")
+stage = run_fidelity(cfg)
+results = stage.results
+print(f"{len(results.subjects)} validation pairs evaluated; skipped: {results.skipped or 'none'}")
+print(f"results: {stage.outputs.results_json}")
 display(extractor_summary(results))
-pd.Series(settings)
+pd.Series(results.settings)
 
 # %% [markdown]
 # ## The fidelity table in the paper's layout (Fig. 11)
@@ -85,12 +88,12 @@ pd.Series(settings)
 # the metric cannot tell the generated set from real data at this sample size.
 
 # %%
-available = [name for name, state in results["extractors"].items() if state["status"] == "ok"]
+available = results.available_extractors()
 for name in available:
     print(f"\nFID/KID extractor: {name}")
     display(fidelity_table(results, name))
-for name in sorted(set(results["extractors"]) - set(available)):
-    print(f"{name}: {results['extractors'][name]['status']}")
+for name in sorted(set(results.extractors) - set(available)):
+    print(f"{name}: {results.extractors[name]['status']}")
 
 # %% [markdown]
 # ## What the paper did not report: 3D structure and the Fréchet Radiomics Distance
@@ -105,9 +108,8 @@ additional_table(results)
 # The unit of evidence is the subject: with few validation subjects the intervals above are wide.
 
 # %%
-paths = output_paths(cfg)
-per_subject = pd.read_csv(paths["per_subject"])
-per_slice = pd.read_csv(paths["per_slice"])
+per_subject = read_per_subject(stage.outputs)
+per_slice = read_per_slice(stage.outputs)
 fig_subjects = plot_per_subject(per_subject, title=f"{cfg.profile}: per-subject fidelity")
 display(fig_subjects)
 plt.close(fig_subjects)
@@ -144,7 +146,7 @@ plt.close(fig_intervals)
 
 # %%
 fig_pairs = plot_slice_pairs(
-    cfg, results["subjects"][:3], title=f"{cfg.profile}: real vs generated (validation)"
+    cfg, results.subjects[:3], title=f"{cfg.profile}: real vs generated (validation)"
 )
 display(fig_pairs)
 plt.close(fig_pairs)
@@ -152,8 +154,8 @@ plt.close(fig_pairs)
 # %% [markdown]
 # ## Do the generated volumes follow their masks?
 # MS-SSIM and FID say how alike two images look, not whether the lesion is where the mask puts it. Three
-# direct measures per validation case and modality (`gliomagen/fidelity/conditioning.py`,
-# `metrics/conditioning.csv`):
+# direct measures per validation case and modality (`gliomagen/fidelity/conditioning.py`; the stage above
+# computed them, `stage.conditioning`):
 #
 # * **lesion contrast** = mean inside the tumour labels ÷ mean in the rest of the head, real and synthetic;
 #   `contrast_error` = |synthetic − real| ÷ |real − 1| (0: the real contrast, 1: no lesion at all). Only
@@ -167,14 +169,7 @@ plt.close(fig_pairs)
 # r ≥ 0.5 in every modality, head ÷ background ≥ 10 in every case.
 
 # %%
-from gliomagen.fidelity.conditioning import (  # noqa: E402
-    evaluate_conditioning,
-    goals_failed,
-    plot_mask_following,
-    summarise,
-)
-
-conditioning = evaluate_conditioning(cfg)
+conditioning = stage.conditioning
 display(conditioning.round(3))
 conditioning_summary = summarise(conditioning)
 display(conditioning_summary.round(3))

@@ -14,8 +14,11 @@ from scipy import ndimage as ndi
 
 from gliomagen.cases import Case, write_case
 from gliomagen.config import MODALITIES, Config, load_config
-from gliomagen.fidelity.evaluate import evaluate, find_pairs, output_paths
+from gliomagen.fidelity.evaluate import evaluate, run_fidelity
+from gliomagen.fidelity.outputs import FidelityOutputs, FidelityResults, read_results
+from gliomagen.fidelity.pairs import find_pairs
 from gliomagen.fidelity.report import additional_table, fidelity_table
+from gliomagen.locks import LockHeld, lock_path
 
 SHAPE = (16, 16, 12)
 AFFINE = np.diag([-4.0, 4.0, 4.0, 1.0])
@@ -33,9 +36,20 @@ def _volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+def write_cases_csv(root: Path, case_ids: list[str], split: str = "val") -> None:
+    """A ``prepared/cases.csv`` listing ``case_ids`` as usable cases of ``split`` (what `gliomagen prepare`
+    leaves; the fidelity stage reads its validation cases from it). Local to the fidelity tests."""
+    rows = [
+        {"id": c, "patient": c[:15], "timepoint": c[-3:], "split": split, "qc_status": "ok"} for c in case_ids
+    ]
+    (root / "prepared").mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / "prepared" / "cases.csv", index=False)
+
+
 def make_run(root: Path, n: int = 3, identical: bool = False, seed: int = 0) -> None:
-    """``n`` real validation cases and 'generated' ones (noisy copies, or exact copies)."""
+    """``n`` real validation cases (with their cases.csv) and 'generated' ones (noisy or exact copies)."""
     rng = np.random.default_rng(seed)
+    write_cases_csv(root, [f"BraTS-GLI-{i:05d}-000" for i in range(n)])
     for i in range(n):
         image, mask = _volume(rng)
         case_id = f"BraTS-GLI-{i:05d}-000"
@@ -62,15 +76,15 @@ def _cfg(root: Path, *extra: str) -> Config:
         "fidelity.bootstrap=25",
         "fidelity.kid_subsets=4",
         "fidelity.kid_subset_size=8",
-        "fidelity.workers=1",
+        "runtime.workers=1",
         "fidelity.frd=false",
         *extra,
     ]
     return load_config("smoke", overrides, run_dir=root)
 
 
-def _rows(results: dict) -> pd.DataFrame:
-    return pd.DataFrame(results["results"])
+def _rows(results: FidelityResults) -> pd.DataFrame:
+    return results.frame()
 
 
 def _one(frame: pd.DataFrame, modality: str, metric: str, variant: str, extractor: str = "") -> pd.Series:
@@ -88,15 +102,20 @@ def _one(frame: pd.DataFrame, modality: str, metric: str, variant: str, extracto
 def test_evaluate_writes_tables_names_extractors_and_skips_when_done(tmp_path: Path) -> None:
     make_run(tmp_path)
     cfg = _cfg(tmp_path, "fidelity.frd=true", "fidelity.frd_max_slices=6")
-    results = evaluate(cfg, progress=False)
-    paths = output_paths(cfg)
-    assert all(p.is_file() for p in paths.values())
-    on_disk = json.loads(paths["json"].read_text())  # strict JSON: no NaN/Infinity tokens
+    stage = run_fidelity(cfg, progress=False)
+    results = stage.results
+    paths = FidelityOutputs(cfg.paths)
+    assert stage.outputs == paths and paths.markers() == [paths.results_json]
+    for pattern in paths.declared():  # every declared output exists after a complete run
+        assert list(pattern.parent.glob(pattern.name)), pattern
+    on_disk = json.loads(paths.results_json.read_text())  # strict JSON: no NaN/Infinity tokens
     assert on_disk["provenance"]["config_hash"] == cfg.hash
-    assert results["subjects"] == [f"BraTS-GLI-{i:05d}-000" for i in range(3)]
-    assert results["extractors"]["radiomics"]["status"] == "ok"
-    assert results["extractors"]["inception-fid"]["status"] == "not available: weights missing"
-    assert results["settings"]["ms_ssim_scales_2d"] == 1 and results["settings"]["axial_voxel_axis"] == 2
+    assert read_results(cfg.paths) == results and results.to_dict() == on_disk
+    assert results.subjects == [f"BraTS-GLI-{i:05d}-000" for i in range(3)]
+    assert results.extractors["radiomics"]["status"] == "ok"
+    assert results.extractors["inception-fid"]["status"] == "not available: weights missing"
+    assert results.settings["ms_ssim_scales_2d"] == 1 and results.settings["axial_voxel_axis"] == 2
+    assert len(stage.conditioning) == 3 * len(MODALITIES)
 
     frame = _rows(results)
     for modality in (*MODALITIES, "mean"):
@@ -114,10 +133,10 @@ def test_evaluate_writes_tables_names_extractors_and_skips_when_done(tmp_path: P
     frd = _one(frame, "t2f", "FRD", "corrected", "frd-score v1 (pyradiomics)")
     assert frd["status"] == "ok" and np.isfinite(frd["value"])
 
-    per_subject = pd.read_csv(paths["per_subject"])
+    per_subject = pd.read_csv(paths.per_subject_csv)
     assert len(per_subject) == 3 * len(MODALITIES)
     # the paper's MS-SSIM is the mean over every slice of every subject
-    per_slice = pd.read_csv(paths["per_slice"])
+    per_slice = pd.read_csv(paths.per_slice_csv)
     t1n = per_slice[per_slice["modality"].eq("t1n")]
     assert _one(frame, "t1n", "MS-SSIM 2D", "paper")["value"] == pytest.approx(t1n["ms_ssim"].mean())
     # ... ± np.std over the same slices (ddof 0, as the original printed it)
@@ -136,9 +155,9 @@ def test_evaluate_writes_tables_names_extractors_and_skips_when_done(tmp_path: P
     assert frd_floor["status"] == "ok" and frd_floor["ratio"] > 0
 
     # a second call with the same config and inputs loads the result instead of recomputing
-    stamp = paths["json"].stat().st_mtime_ns
-    assert evaluate(cfg, progress=False) == on_disk
-    assert paths["json"].stat().st_mtime_ns == stamp
+    stamp = paths.results_json.stat().st_mtime_ns
+    assert evaluate(cfg, progress=False).to_dict() == on_disk
+    assert paths.results_json.stat().st_mtime_ns == stamp
 
 
 def test_identical_volumes_score_perfectly(tmp_path: Path) -> None:
@@ -166,7 +185,7 @@ def test_real_vs_real_floor_for_every_metric(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, "fidelity.extractors=[radiomics]")
     results = evaluate(cfg, progress=False)
     frame = _rows(results)
-    halves = results["settings"]["real_floor_halves"]
+    halves = results.settings["real_floor_halves"]
     assert len(halves[0]) == len(halves[1]) == 2 and not set(halves[0]) & set(halves[1])
     metrics = [("MS-SSIM 2D", ""), ("MS-SSIM 3D", ""), ("SSIM 3D", ""), ("PSNR 3D (dB)", "")]
     for modality in (*MODALITIES, "mean"):
@@ -199,14 +218,13 @@ def test_real_vs_real_floor_for_every_metric(tmp_path: Path) -> None:
 
     # the FID floor by hand from the cached features: first half's real slices vs the second half's
     def feats(ids: list[str], which: str) -> np.ndarray:
-        cache = output_paths(cfg)["json"].parent / "fidelity_features" / "radiomics"
         out = []
         for case_id in ids:
-            with np.load(cache / f"{case_id}.npz") as z:
+            with np.load(FidelityOutputs(cfg.paths).features_file("radiomics", case_id)) as z:
                 out.append(z[f"t2w_{which}"].astype(np.float64))
         return np.concatenate(out)
 
-    per_slice = pd.read_csv(output_paths(cfg)["per_slice"])
+    per_slice = pd.read_csv(FidelityOutputs(cfg.paths).per_slice_csv)
     t2w = per_slice[per_slice["modality"].eq("t2w")]
 
     def nonempty(ids: list[str]) -> np.ndarray:
@@ -239,8 +257,8 @@ def test_bad_and_missing_cases_are_reported_not_fatal(tmp_path: Path) -> None:
     assert [p.case_id for p in pairs] == ["BraTS-GLI-00000-000", bad]
     assert "no complete generated volume" in skipped[0]["reason"]
     results = evaluate(cfg, progress=False)
-    assert results["subjects"] == ["BraTS-GLI-00000-000"]
-    reasons = {s["id"]: s["reason"] for s in results["skipped"]}
+    assert results.subjects == ["BraTS-GLI-00000-000"]
+    reasons = {s["id"]: s["reason"] for s in results.skipped}
     assert "differs from the real" in reasons[bad] and bad in reasons[bad]
 
 
@@ -250,3 +268,28 @@ def test_no_generated_volumes_is_a_clear_error(tmp_path: Path) -> None:
         path.unlink()
     with pytest.raises(FileNotFoundError, match="gliomagen generate"):
         evaluate(_cfg(tmp_path), progress=False)
+
+
+def test_no_prepared_cases_says_run_prepare(tmp_path: Path) -> None:
+    make_run(tmp_path, n=1)
+    (tmp_path / "prepared" / "cases.csv").unlink()  # the data stage's table is what lists usable cases
+    with pytest.raises(FileNotFoundError, match="gliomagen prepare"):
+        evaluate(_cfg(tmp_path), progress=False)
+
+
+def test_a_busy_run_folder_is_refused(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    make_run(tmp_path, n=1)
+    cfg = _cfg(tmp_path)
+    path = lock_path(cfg.paths.root, "fidelity")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as another process running the stage holds it
+    try:
+        with pytest.raises(LockHeld, match="fidelity"):
+            run_fidelity(cfg, progress=False)
+        assert not FidelityOutputs(cfg.paths).results_json.exists()
+    finally:
+        os.close(fd)

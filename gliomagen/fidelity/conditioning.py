@@ -14,7 +14,8 @@ generated from its mask:
 * **head / background** = mean intensity inside the head / mean outside it (the background must be dark).
 
 Hand-written because no library defines these mask-conditioned ratios; each is a few lines of NumPy.
-Outputs: ``<run>/metrics/conditioning.csv`` (per case and modality) via :func:`evaluate_conditioning`.
+The table (per case and modality) is written by :func:`evaluate_conditioning`
+(``FidelityOutputs.conditioning_csv``); the figure is :func:`gliomagen.fidelity.plots.plot_mask_following`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from gliomagen.cases import load_case
 from gliomagen.config import MODALITIES, Config
+from gliomagen.fidelity.outputs import LOCK, FidelityOutputs
+from gliomagen.fidelity.pairs import find_pairs
+from gliomagen.io import write_csv
+from gliomagen.locks import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -196,83 +202,28 @@ def evaluate_conditioning(cfg: Config, write: bool = True) -> pd.DataFrame:
 
     Args:
         cfg: run configuration.
-        write: also write ``<run>/metrics/conditioning.csv``.
+        write: also write the table (``FidelityOutputs.conditioning_csv``), under the run's fidelity lock.
 
     Raises:
         FileNotFoundError: no validation case has a generated counterpart yet.
     """
-    from gliomagen.cases import load_case
-    from gliomagen.fidelity.evaluate import find_pairs
-    from gliomagen.io import write_csv
-
     pairs, _ = find_pairs(cfg)
-    if not pairs:
-        raise FileNotFoundError(
-            f"no generated validation volumes in {cfg.paths.synthetic / 'val'}: run generation (notebook 04)"
-        )
     cases = []
     for pair in pairs:
         real, fake = load_case(pair.real_dir), load_case(pair.fake_dir, with_seg=False)
         cases.append((pair.case_id, real.image, fake.image, real.mask))
     table = conditioning_table(cases, [lab.value for lab in cfg.tumour_labels])
     if write:
-        write_csv(output_path(cfg), table)
+        with run_lock(cfg.paths.root, LOCK):
+            write_csv(FidelityOutputs(cfg.paths).conditioning_csv, table)
     return table
 
 
 def output_path(cfg: Config) -> Path:
-    """``<run>/metrics/conditioning.csv``."""
-    return cfg.paths.metrics / "conditioning.csv"
+    """Where the table is written.
 
-
-def plot_mask_following(cfg: Config, table: pd.DataFrame | None = None, n: int | None = None) -> Any:
-    """Real (upper) and generated (lower) axial slices through the largest lesion cross-section of each
-    validation case, all four modalities, with the conditioning mask's tumour outline drawn on every panel:
-    the lesion of a mask-following volume fills the outline. Panel titles give the case's lesion contrast
-    (and, on the synthetic row, Pearson r in the head).
-
-    Args:
-        cfg: run configuration.
-        table: :func:`evaluate_conditioning`'s table (read from ``conditioning.csv`` when omitted).
-        n: at most this many cases (default: all).
+    Transitional (issue 14): tests/test_e2e_smoke.py still calls this; it moves to
+    ``FidelityOutputs(cfg.paths).conditioning_csv`` / :func:`gliomagen.fidelity.outputs.read_conditioning`,
+    after which this function goes.
     """
-    import matplotlib.pyplot as plt
-
-    from gliomagen.cases import load_case
-    from gliomagen.fidelity.evaluate import find_pairs
-
-    if table is None:
-        table = pd.read_csv(output_path(cfg))
-    pairs, _ = find_pairs(cfg)
-    pairs = pairs[:n] if n else pairs
-    tumour_values = [lab.value for lab in cfg.tumour_labels]
-    fig, axes = plt.subplots(
-        2 * len(pairs), len(MODALITIES), figsize=(2.1 * len(MODALITIES), 4.3 * len(pairs)), squeeze=False
-    )
-    for k, pair in enumerate(pairs):
-        real = load_case(pair.real_dir)
-        fake = load_case(pair.fake_dir, with_seg=False)
-        tumour = np.isin(real.mask, tumour_values)
-        z = int(np.argmax(tumour.sum(axis=(0, 1))))  # prepared volumes are RAS: axis 2 is axial
-        rows = table[table["case_id"] == pair.case_id].set_index("modality")
-        for r, (label, image) in enumerate((("real", real.image), ("synthetic", fake.image))):
-            for c, modality in enumerate(MODALITIES):
-                ax = axes[2 * k + r, c]
-                ax.imshow(image[c][:, :, z].T, cmap="gray", vmin=0, vmax=1, origin="lower")
-                if tumour[:, :, z].any():
-                    ax.contour(tumour[:, :, z].T.astype(float), levels=[0.5], colors="r", linewidths=0.8)
-                if modality in rows.index:
-                    m = rows.loc[modality]
-                    text = f"contrast {m['contrast_' + ('real' if r == 0 else 'synthetic')]:.2f}"
-                    if r == 1:
-                        text += f", r {m['pearson_r']:.2f}"
-                    ax.set_title(f"{modality}: {text}" if k == 0 and r == 0 else text, fontsize=7)
-                ax.set_xticks([])
-                ax.set_yticks([])
-            axes[2 * k + r, 0].set_ylabel(f"{pair.case_id}\n{label}", fontsize=7)
-    fig.suptitle(
-        "Validation masks: real (upper) vs generated from the mask (lower); red = tumour outline of the mask",
-        fontsize=9,
-    )
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.25 / (4.3 * len(pairs))))  # keep the title off the first row
-    return fig
+    return FidelityOutputs(cfg.paths).conditioning_csv

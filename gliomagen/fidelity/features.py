@@ -17,16 +17,14 @@ Extractors (``REGISTRY``):
 
 Weights are looked up in ``fidelity.weights_dir`` and then in the torch hub cache
 (``$TORCH_HOME/hub/checkpoints``); nothing is ever downloaded during an evaluation. When they are absent a
-:class:`WeightsMissingError` says how to get them. ``python -m gliomagen.fidelity.features --fetch-all``
-downloads them (the Dockerfile runs it at build time).
+:class:`WeightsMissingError` says how to get them. ``gliomagen fetch-weights`` (:mod:`gliomagen.fidelity.cli`)
+downloads them with :func:`fetch_all` (the Dockerfile runs it at build time).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import multiprocessing as mp
-import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,7 +48,7 @@ class WeightsSpec:
 
     Args:
         filename: file name in the torch hub cache (as ``torch.hub`` saves it) or in ``weights_dir``.
-        url: where ``--fetch-all`` downloads it from.
+        url: where ``gliomagen fetch-weights`` downloads it from.
     """
 
     filename: str
@@ -86,7 +84,7 @@ def find_weights(spec: WeightsSpec, weights_dir: str | Path | None = None, extra
     where = ", ".join(str(d) for d in searched)
     raise WeightsMissingError(
         f"weights for extractor {extractor!r} not found: {spec.filename} is in none of [{where}].\n"
-        f"Get them on a machine with internet with `python -m gliomagen.fidelity.features --fetch-all` "
+        f"Get them on a machine with internet with `gliomagen fetch-weights` "
         f"(the Docker image does this at build time), or download {spec.url} and put the file into "
         f"fidelity.weights_dir (e.g. --set fidelity.weights_dir=/path/to/weights). Offline, use the "
         f"'radiomics' extractor, which needs no weights."
@@ -119,10 +117,11 @@ class FeatureExtractor(ABC):
 class _TorchExtractor(FeatureExtractor):
     """A network applied to batches of slices (never one slice per forward pass)."""
 
+    net: torch.nn.Module  # built by the subclass
+
     def __init__(self, batch_size: int, device: str) -> None:
         self.batch_size = batch_size
         self.device = resolve_device(device)
-        self.net: torch.nn.Module | None = None
 
     @abstractmethod
     def _forward(self, batch: torch.Tensor) -> torch.Tensor:
@@ -158,7 +157,7 @@ class TorchvisionInception(_TorchExtractor):
         super().__init__(batch_size, device)
         path = find_weights(TORCHVISION_INCEPTION, weights_dir, self.name)
         self.identity = f"{path}:{path.stat().st_size}:{path.stat().st_mtime_ns}"
-        from torchvision.models import inception_v3
+        from torchvision.models import inception_v3  # type: ignore[import-untyped]
 
         # torchvision's inception_v3(weights=IMAGENET1K_V1), which the original called, switches on
         # transform_input; building with weights=None and loading the file afterwards would leave it off
@@ -345,33 +344,3 @@ def fetch_all(target_dir: str | Path | None = None, names: Sequence[str] | None 
             torch.hub.download_url_to_file(entry.weights.url, str(dest), progress=True)
         done.append(dest)
     return done
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m gliomagen.fidelity.features",
-        description="List the feature extractors or fetch their pretrained weights (needs internet).",
-    )
-    parser.add_argument("--fetch-all", action="store_true", help="download every extractor's weights")
-    parser.add_argument("--weights-dir", default=None, help="destination (default: the torch hub cache)")
-    parser.add_argument("--list", action="store_true", help="list extractors and whether weights are present")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.fetch_all:
-        for path in fetch_all(args.weights_dir):
-            print(f"ok {path}")
-    if args.list or not args.fetch_all:
-        for name, entry in REGISTRY.items():
-            if entry.weights is None:
-                state = "no weights needed"
-            else:
-                try:
-                    state = f"weights at {find_weights(entry.weights, args.weights_dir, name)}"
-                except WeightsMissingError:
-                    state = "weights missing"
-            print(f"{name:<22} {state}\n    {entry.description}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

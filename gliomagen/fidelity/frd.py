@@ -27,9 +27,11 @@ import logging
 import math
 import tempfile
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from unittest import mock
 
 import nibabel as nib
 import numpy as np
@@ -81,24 +83,27 @@ def _write_slices(folder: Path, slices: np.ndarray) -> list[str]:
 
 
 def _import_frd() -> ModuleType:
+    """``frd_score.frd``, imported without its side effect on matplotlib.
+
+    ``frd_score`` (1.0.1) calls ``matplotlib.use("Agg")`` when it is imported (for its optional t-SNE plots,
+    which we do not use). In a notebook that switches the inline backend off for the rest of the kernel,
+    and switching back afterwards does not bring the inline figures back. So ``matplotlib.use`` is a no-op
+    while (and only while) the module is imported; once imported, Python's module cache means it never
+    runs again. ``tests/test_fidelity_frd.py`` checks both that frd_score still does it and that we stop it.
+    """
     import matplotlib
 
-    use = matplotlib.use
-    # frd_score calls matplotlib.use("Agg") on import, which silently breaks a notebook's inline figures
-    # (switching back does not restore them): make that call a no-op while it imports
-    matplotlib.use = lambda *args, **kwargs: None
     try:
-        import radiomics  # noqa: F401
-        from frd_score import frd as frd_lib
+        with mock.patch.object(matplotlib, "use", lambda *args, **kwargs: None):
+            import radiomics  # noqa: F401
+            from frd_score import frd as frd_lib
     except ImportError as exc:
         raise FRDUnavailable(INSTALL_HINT) from exc
-    finally:
-        matplotlib.use = use
     return frd_lib
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
     """frd-score prints and logs a warning for every constant feature; keep notebooks readable."""
     root = logging.getLogger()
     level = root.level

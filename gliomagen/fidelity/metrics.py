@@ -15,12 +15,12 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import nibabel as nib
 import numpy as np
 import torch
-from monai.metrics import MultiScaleSSIMMetric, PSNRMetric, SSIMMetric
+from monai.metrics.regression import MultiScaleSSIMMetric, PSNRMetric, RegressionMetric, SSIMMetric
 
 from gliomagen.bootstrap import Bootstrap, summarise_replicates
+from gliomagen.data.geometry import world_axis
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,8 @@ MS_SSIM_WEIGHTS: tuple[float, ...] = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 # ---------------------------------------------------------------------------------------------- slices
 def axial_axis(affine: np.ndarray) -> int:
-    """The voxel axis that runs inferior-superior according to ``affine`` (axial slices are across it).
-
-    Args:
-        affine: 4x4 voxel-to-world matrix of the volume.
-    """
-    codes = nib.orientations.aff2axcodes(np.asarray(affine))
-    for axis, code in enumerate(codes):
-        if code in ("S", "I"):
-            return axis
-    raise ValueError(f"affine has no inferior-superior axis (orientation codes {codes})")
+    """The voxel axis that runs inferior-superior according to ``affine`` (axial slices are across it)."""
+    return world_axis(affine, "inferior-superior")
 
 
 def axial_slices(volume: np.ndarray, axis: int) -> np.ndarray:
@@ -95,6 +87,14 @@ def _renormalised_weights(scales: int) -> tuple[float, ...]:
     return out
 
 
+def _per_image(metric: RegressionMetric, y_pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The metric of each image pair as a flat tensor (MONAI's return type also allows lists)."""
+    out = metric(y_pred, y)
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"{type(metric).__name__} returned {type(out).__name__}, not a tensor")
+    return out.reshape(-1)
+
+
 def _as_batch(x: np.ndarray, spatial_dims: int) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(x, dtype=np.float32))
     return t.reshape(-1, 1, *t.shape[-spatial_dims:])
@@ -138,7 +138,7 @@ def ms_ssim(
         reduction="none",
     )
     out = [
-        metric(b[i : i + batch_size], a[i : i + batch_size]).reshape(-1) for i in range(0, len(a), batch_size)
+        _per_image(metric, b[i : i + batch_size], a[i : i + batch_size]) for i in range(0, len(a), batch_size)
     ]
     return torch.cat(out).double().numpy(), scales
 
@@ -149,7 +149,7 @@ def ssim(real: np.ndarray, fake: np.ndarray, data_range: float = 1.0, kernel_siz
         raise ValueError(f"real and generated shapes differ: {real.shape} vs {fake.shape}")
     dims = real.ndim
     metric = SSIMMetric(spatial_dims=dims, data_range=data_range, win_size=kernel_size, reduction="none")
-    return float(metric(_as_batch(fake, dims), _as_batch(real, dims)).reshape(-1)[0])
+    return float(_per_image(metric, _as_batch(fake, dims), _as_batch(real, dims))[0])
 
 
 def psnr(real: np.ndarray, fake: np.ndarray, max_val: float = 1.0) -> float:
@@ -158,7 +158,7 @@ def psnr(real: np.ndarray, fake: np.ndarray, max_val: float = 1.0) -> float:
         raise ValueError(f"real and generated shapes differ: {real.shape} vs {fake.shape}")
     dims = real.ndim
     metric = PSNRMetric(max_val=max_val, reduction="none")
-    return float(metric(_as_batch(fake, dims), _as_batch(real, dims)).reshape(-1)[0])
+    return float(_per_image(metric, _as_batch(fake, dims), _as_batch(real, dims))[0])
 
 
 # ----------------------------------------------------------------------------------------- FID and KID

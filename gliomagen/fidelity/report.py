@@ -1,4 +1,5 @@
-"""Tables and figures of the fidelity evaluation for notebook 05 (and notebook 07).
+"""Tables of the fidelity evaluation for notebook 05 (and notebook 07); the figures are in
+:mod:`gliomagen.fidelity.plots`.
 
 Every table names the profile and the extractor of each number and keeps the paper's reported values in
 their own, labelled columns (``gliomagen.reference.PAPER_FIDELITY``).
@@ -6,16 +7,18 @@ their own, labelled columns (``gliomagen.reference.PAPER_FIDELITY``).
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from gliomagen.cases import load_case
-from gliomagen.config import MODALITIES, Config
-from gliomagen.fidelity.metrics import axial_axis, axial_slices
+from gliomagen.config import MODALITIES
+from gliomagen.fidelity.outputs import FidelityResults, as_results
+
+# Transitional (issue 14): gliomagen/figures still imports the figure from here; it moves to
+# gliomagen.fidelity.plots, after which this import goes.
+from gliomagen.fidelity.plots import plot_per_subject  # noqa: F401
 from gliomagen.reference import PAPER_FIDELITY
 
 ROWS: tuple[str, ...] = (*MODALITIES, "mean")
@@ -67,7 +70,7 @@ def _lookup(
     return None if hit.empty else hit.iloc[0]
 
 
-def fidelity_table(results: dict[str, Any], extractor: str) -> pd.DataFrame:
+def fidelity_table(results: FidelityResults | Mapping[str, Any], extractor: str) -> pd.DataFrame:
     """The paper's Fig. 11 layout with the paper's numbers beside ours, for one FID/KID extractor.
 
     Column groups: ``paper (reported)``; ``<profile>: paper definition`` (mean ± the original's spread, as
@@ -78,8 +81,9 @@ def fidelity_table(results: dict[str, Any], extractor: str) -> pd.DataFrame:
     ``<profile>: synthetic / real-vs-real`` (ratio of the matched synthetic value to that floor, with its
     interval). The *mean* row is mean ± SD over modalities (the ratio row: mean of the ratios).
     """
-    frame = pd.DataFrame(results["results"])
-    profile = results.get("settings", {}).get("profile", "?")
+    results = as_results(results)
+    frame = results.frame()
+    profile = results.profile
     header = {
         "paper": "paper (reported, inception-torchvision)",
         "ours_paper": f"{profile}: paper definition ({extractor})",
@@ -109,7 +113,7 @@ def fidelity_table(results: dict[str, Any], extractor: str) -> pd.DataFrame:
                 for m in ROWS
             ]
     out = pd.DataFrame(table, index=list(ROWS))
-    out.columns = pd.MultiIndex.from_tuples(out.columns)
+    out.columns = pd.MultiIndex.from_tuples(list(table))
     out.index.name = "modality"
     return out
 
@@ -128,12 +132,13 @@ ADDITIONAL_SOURCES: dict[str, tuple[str, str]] = {
 }
 
 
-def additional_table(results: dict[str, Any]) -> pd.DataFrame:
+def additional_table(results: FidelityResults | Mapping[str, Any]) -> pd.DataFrame:
     """Metrics the paper did not report: 3D MS-SSIM, SSIM, PSNR (subject CI) and FRD, per modality, each
     beside its real-vs-real floor and the ratio synthetic / real-vs-real (same subjects; for FRD the ratio
     of the squared distances, as FRD itself is a log). Rows: (modality, source)."""
-    frame = pd.DataFrame(results["results"])
-    index, data = [], {column: [] for column in ADDITIONAL}
+    frame = as_results(results).frame()
+    index: list[tuple[str, str]] = []
+    data: dict[str, list[str]] = {column: [] for column in ADDITIONAL}
     for m in ROWS:
         for source, (variant, field) in ADDITIONAL_SOURCES.items():
             index.append((m, source))
@@ -148,10 +153,10 @@ def additional_table(results: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
-def extractor_summary(results: dict[str, Any]) -> pd.DataFrame:
+def extractor_summary(results: FidelityResults | Mapping[str, Any]) -> pd.DataFrame:
     """Which extractor produced numbers, and why the others did not."""
     rows = []
-    for name, state in results.get("extractors", {}).items():
+    for name, state in as_results(results).extractors.items():
         rows.append(
             {
                 "extractor": name,
@@ -160,118 +165,3 @@ def extractor_summary(results: dict[str, Any]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
-
-
-# ---------------------------------------------------------------------------------------------- figures
-def plot_per_subject(per_subject: pd.DataFrame, title: str = "") -> plt.Figure:
-    """Per-subject distributions per modality: 2D MS-SSIM (non-empty slices), 3D MS-SSIM, PSNR."""
-    panels = (
-        ("ms_ssim_2d_nonempty_mean", "2D MS-SSIM (non-empty slices)"),
-        ("ms_ssim_3d", "3D MS-SSIM"),
-        ("psnr_db", "PSNR (dB)"),
-    )
-    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.4), constrained_layout=True)
-    rng = np.random.default_rng(0)
-    for ax, (column, label) in zip(axes, panels, strict=True):
-        data = [
-            per_subject.loc[per_subject["modality"].eq(m), column].to_numpy(dtype=float) for m in MODALITIES
-        ]
-        data = [d[np.isfinite(d)] for d in data]
-        ax.boxplot(data, showfliers=False, widths=0.5)
-        ax.set_xticks(range(1, len(MODALITIES) + 1), MODALITIES)
-        for i, values in enumerate(data, start=1):
-            ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=14, alpha=0.8, zorder=3)
-        ax.set_title(label)
-        ax.grid(axis="y", alpha=0.3)
-    axes[0].set_ylabel("per subject")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def plot_slice_profile(per_slice: pd.DataFrame, title: str = "") -> plt.Figure:
-    """2D MS-SSIM along the axial axis (mean over subjects); empty slices marked — they score ~1."""
-    fig, axes = plt.subplots(1, len(MODALITIES), figsize=(14, 3), sharey=True, constrained_layout=True)
-    for ax, modality in zip(axes, MODALITIES, strict=True):
-        sub = per_slice[per_slice["modality"].eq(modality)]
-        curve = sub.groupby("slice")["ms_ssim"].agg(["mean", "min", "max"])
-        empty = sub.groupby("slice")["empty"].all()
-        ax.fill_between(curve.index, curve["min"], curve["max"], alpha=0.25, label="range over subjects")
-        ax.plot(curve.index, curve["mean"], lw=1.5, label="mean")
-        ax.scatter(
-            curve.index[empty.to_numpy()],
-            curve["mean"][empty.to_numpy()],
-            c="red",
-            s=10,
-            zorder=3,
-            label="empty in every subject",
-        )
-        ax.set_title(modality)
-        ax.set_xlabel("axial slice")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("2D MS-SSIM")
-    axes[0].legend(fontsize=7, loc="center")
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def plot_intervals(results: dict[str, Any], metric: str = "FID") -> plt.Figure:
-    """Corrected ``metric`` per modality and extractor with its subject-bootstrap interval."""
-    frame = pd.DataFrame(results["results"])
-    sub = frame[frame["metric"].eq(metric) & frame["variant"].eq("corrected") & frame["status"].eq("ok")]
-    sub = sub[sub["modality"].isin(MODALITIES)]
-    fig, ax = plt.subplots(figsize=(6, 3.2), constrained_layout=True)
-    extractors = list(dict.fromkeys(sub["extractor"]))
-    for k, name in enumerate(extractors):
-        rows = sub[sub["extractor"].eq(name)].set_index("modality").reindex(list(MODALITIES))
-        x = np.arange(len(MODALITIES)) + (k - (len(extractors) - 1) / 2) * 0.15
-        value = rows["value"].astype(float).to_numpy()
-        low = value - rows["ci_low"].astype(float).to_numpy()
-        high = rows["ci_high"].astype(float).to_numpy() - value
-        ax.errorbar(x, value, yerr=[low, high], fmt="o", capsize=4, label=name)
-    ax.set_xticks(range(len(MODALITIES)), MODALITIES)
-    ax.set_ylabel(f"{metric} (corrected)")
-    ax.set_title(f"{metric} with {int(results['settings']['confidence'] * 100)}% subject-bootstrap intervals")
-    ax.grid(axis="y", alpha=0.3)
-    if extractors:
-        ax.legend(fontsize=8)
-    return fig
-
-
-def _display(slice2d: np.ndarray) -> np.ndarray:
-    return np.rot90(slice2d)  # voxel axes (x, y) shown with y up, as radiological viewers orient RAS data
-
-
-def plot_slice_pairs(cfg: Config, case_ids: list[str], title: str = "") -> plt.Figure:
-    """Real and generated axial slices through the largest tumour cross-section, per case and modality."""
-    real_root, fake_root = cfg.paths.prepared / "val", cfg.paths.synthetic / "val"
-    fig, axes = plt.subplots(
-        len(case_ids),
-        2 * len(MODALITIES),
-        figsize=(2 * 2 * len(MODALITIES) * 0.9, 2.1 * len(case_ids)),
-        squeeze=False,
-        constrained_layout=True,
-    )
-    tumour = [lab.value for lab in cfg.tumour_labels]
-    for r, case_id in enumerate(case_ids):
-        real = load_case(Path(real_root) / case_id)
-        fake = load_case(Path(fake_root) / case_id, with_seg=False)
-        axis = axial_axis(real.affine)
-        lesion = axial_slices(np.isin(real.mask, tumour).astype(np.uint8), axis).reshape(
-            real.mask.shape[axis], -1
-        )
-        k = int(lesion.sum(1).argmax()) if lesion.any() else real.mask.shape[axis] // 2
-        for c, modality in enumerate(MODALITIES):
-            for j, (case, kind) in enumerate(((real, "real"), (fake, "generated"))):
-                ax = axes[r, 2 * c + j]
-                ax.imshow(_display(axial_slices(case.image[c], axis)[k]), cmap="gray", vmin=0, vmax=1)
-                ax.set_xticks([])
-                ax.set_yticks([])
-                if r == 0:
-                    ax.set_title(f"{modality} {kind}", fontsize=9)
-            if c == 0:
-                axes[r, 0].set_ylabel(f"{case_id}\nslice {k}", fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return fig

@@ -293,3 +293,22 @@ def test_a_busy_run_folder_is_refused(tmp_path: Path) -> None:
         assert not FidelityOutputs(cfg.paths).results_json.exists()
     finally:
         os.close(fd)
+
+
+def test_seeds_are_stable_hashes_and_the_paper_kid_takes_them(tmp_path: Path) -> None:
+    from gliomagen.fidelity import metrics as FM
+    from gliomagen.fidelity import rows as FR
+    from gliomagen.fidelity.synthetic import paper_kid_row
+    from gliomagen.hashing import stable_seed
+
+    cfg = _cfg(tmp_path, "fidelity.seed=3")
+    seed = FR.seed(cfg, "t1n", "radiomics", "kid")
+    assert seed == stable_seed(3, "t1n", "radiomics", "kid") and seed != FR.seed(
+        cfg, "t1c", "radiomics", "kid"
+    )
+    assert seed >= 2**32  # beyond np.random.RandomState's range: the paper KID reduces it
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 5)), rng.normal(size=(40, 5))
+    r = paper_kid_row(cfg, "t1n", "radiomics", real, fake, "cpu", "", {})
+    expected = FM.kid_disjoint_subsets(real, fake, 4, seed % 2**32)
+    assert r["status"] == "ok" and r["value"] == pytest.approx(expected.mean())

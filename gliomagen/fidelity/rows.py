@@ -9,7 +9,6 @@ subject-level helpers both use, the paper's *mean* row and the status rows of wh
 from __future__ import annotations
 
 import logging
-import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +19,7 @@ from gliomagen.bootstrap import Bootstrap
 from gliomagen.config import MODALITIES, Config
 from gliomagen.fidelity import metrics as M
 from gliomagen.fidelity.subjects import SubjectResult
+from gliomagen.hashing import stable_seed
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ FRD_EXTRACTOR = "frd-score v1 (pyradiomics)"
 def seed(cfg: Config, *labels: str) -> int:
     """The seed of one random choice (a bootstrap, KID subsets, the real-vs-real halves), from
     ``fidelity.seed`` and labels naming the choice: the same in every process and on every machine."""
-    return cfg.fidelity.seed + zlib.crc32("|".join(labels).encode()) % 100_000
+    return stable_seed(cfg.fidelity.seed, *labels)
 
 
 def row(modality: str, metric: str, variant: str, extractor: str = "", **values: Any) -> Row:

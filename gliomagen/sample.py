@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
 from gliomagen.config import MODALITIES, Config
 from gliomagen.errors import InputError
-from gliomagen.io import file_sha256, provenance, write_json, write_nifti
+from gliomagen.io import file_sha256, load_nifti, provenance, write_json, write_nifti
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +76,7 @@ def read_mask(path: str | Path, cfg: Config) -> NativeMask:
     if not path.is_file():
         raise MaskError(f"{path}: mask file does not exist")
     try:
-        img = nib.load(str(path))
+        img = load_nifti(path)
         raw = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel/gzip errors do not always name the file
         raise MaskError(f"{path}: cannot read the mask ({type(exc).__name__}: {exc})") from None
@@ -85,7 +84,7 @@ def read_mask(path: str | Path, cfg: Config) -> NativeMask:
         raise MaskError(
             f"{path}: the mask must be a 3D label map, got a {raw.ndim}D array of shape {raw.shape}"
         )
-    affine = np.asarray(img.affine, float)
+    affine = np.asarray(img.affine, np.float64)
     if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-8:
         raise MaskError(f"{path}: the affine is not a usable voxel-to-world matrix:\n{affine}")
     values = np.unique(raw)

@@ -32,15 +32,10 @@ run_dir = None
 from IPython.display import display
 
 from gliomagen.config import load_config
-from gliomagen.generate import (
-    generate,
-    load_setup,
-    plot_diffusion_process,
-    plot_real_vs_synthetic,
-    plot_sampler_timing,
-    read_manifest,
-    time_samplers,
-)
+from gliomagen.generation import GenerationOutputs, generate, load_setup
+from gliomagen.generation.outputs import read_manifest
+from gliomagen.generation.plots import plot_diffusion_process, plot_real_vs_synthetic, plot_sampler_timing
+from gliomagen.generation.timing import time_samplers
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
@@ -61,10 +56,10 @@ print(
 
 # %%
 summary = generate(cfg, "all", setup=setup)
-{k: v for k, v in summary.items() if k != "provenance"}
+{k: v for k, v in summary.as_dict().items() if k != "provenance"}
 
 # %%
-manifest = read_manifest(cfg)
+manifest = read_manifest(GenerationOutputs(cfg.paths))
 display(manifest.groupby("split").agg(volumes=("id", "count"), seconds_per_volume=("seconds", "mean")))
 manifest.head()
 
@@ -95,6 +90,34 @@ display(timing)
 fig_sampler_timing = plot_sampler_timing(timing)
 
 # %% [markdown]
+# ## How few network evaluations are enough: the sampler sweep (issue 18)
+# Each sampler of the `sweep` section at each number of network evaluations (NFE) generates the first
+# `sweep.max_masks` validation masks with the same per-volume seeds as above; each volume is compared with
+# its real volume (corrected MS-SSIM: non-empty axial slices, mean over the four modalities) and, when the
+# run has a trained real-only nnU-Net model, re-segmented by it (Dice against the conditioning mask). Bands
+# are 95% bootstrap intervals over subjects. Per sampler, the recommended NFE is the smallest whose every
+# interval overlaps the DDPM reference's. Every sampler clamps x̂₀ and re-derives ε from it (one rule; see
+# `gliomagen/diffusion/samplers.py`). The smoke grid is small (`configs/smoke.yaml`, no DDPM reference: it
+# costs minutes); `gliomagen sweep-samplers --set sweep.full_grid=true` runs the full one. A rerun skips
+# finished volumes, so rerunning after `gliomagen segment` adds only the re-segmentation Dice.
+
+# %%
+from gliomagen.generation.sweep import grid, sweep_samplers
+
+print("grid:", grid(cfg), "on", cfg.sweep.max_masks or "all", "validation masks")
+sweep = sweep_samplers(cfg, setup=setup)
+print(
+    f"re-segmentation Dice: {sweep.resegmentation}; {sweep.generated} generated, {sweep.skipped} skipped, {sweep.seconds:.0f} s"
+)
+display(sweep.table)
+sweep.recommendation
+
+# %%
+from gliomagen.generation.plots import plot_sweep
+
+fig_sampler_sweep = plot_sweep(sweep.table)
+
+# %% [markdown]
 # ## One volume from any mask: `gliomagen sample`
 # `gliomagen sample --mask M.nii.gz --out DIR` (or `gliomagen.sample.sample_mask`) takes one prepared or
 # augmented mask in *any* grid and orientation, checks it (label vocabulary with the head label, a 3D
@@ -109,7 +132,7 @@ import nibabel as nib
 import numpy as np
 
 from gliomagen.config import MODALITIES
-from gliomagen.generate import val_jobs
+from gliomagen.generation import val_jobs
 from gliomagen.sample import sample_mask
 
 first = val_jobs(cfg)[0]

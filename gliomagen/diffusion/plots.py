@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
-import nibabel as nib
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gliomagen.config import MODALITIES, Config
 from gliomagen.figures.slices import lesion_slice
-from gliomagen.io import atomic_path
+from gliomagen.io import atomic_path, load_nifti
 
 
-def _show(ax: plt.Axes, plane: np.ndarray, **kwargs: object) -> None:
+def _show(ax: Axes, plane: np.ndarray, **kwargs: Any) -> None:
     # arrays are RAS-ordered (x right, y anterior): transpose + origin=lower shows anterior up
     ax.imshow(plane.transpose(1, 0, *range(2, plane.ndim)), origin="lower", **kwargs)
     ax.set_xticks([])
@@ -80,7 +81,7 @@ def preview_grid(cfg: Config, max_rows: int = 6) -> Figure:
     real = load_case(usable_cases(cfg, "val")[0])
     z = lesion_slice(real.mask, [lab.value for lab in cfg.tumour_labels])
     rows = [("real " + real.case_id, real.image)] + [
-        (f"step {_step_of(f)}", np.moveaxis(np.asarray(nib.load(str(f)).dataobj), -1, 0)) for f in files
+        (f"step {_step_of(f)}", np.moveaxis(np.asarray(load_nifti(f).dataobj), -1, 0)) for f in files
     ]
     fig, axes = plt.subplots(len(rows), 5, figsize=(9, 1.9 * len(rows)), squeeze=False)
     for r, (label, image) in enumerate(rows):
@@ -172,7 +173,7 @@ def seconds_per_step_plot(cfg: Config) -> Figure:
     return _finish(fig)
 
 
-def state_times(timesteps: list[int] | np.ndarray | object, steps: list[int]) -> list[int]:
+def state_times(timesteps: list[int] | np.ndarray, steps: list[int]) -> list[int]:
     """The ``t`` that a recorded reverse-process state stands for.
 
     A sampler's step ``i`` takes the sample at ``timesteps[i]`` to the next timestep, so the state recorded
@@ -182,7 +183,7 @@ def state_times(timesteps: list[int] | np.ndarray | object, steps: list[int]) ->
         timesteps: the sampler's timesteps, noisiest first.
         steps: indices of the recorded steps.
     """
-    ts = [int(t) for t in timesteps]  # type: ignore[attr-defined]
+    ts = [int(t) for t in timesteps]
     return [ts[i + 1] if i + 1 < len(ts) else 0 for i in steps]
 
 

@@ -231,11 +231,15 @@ class DiffusersScheduler:
         if kind == "dpmpp":
             from diffusers import DPMSolverMultistepScheduler
 
-            self.scheduler: Any = DPMSolverMultistepScheduler(algorithm_type="dpmsolver++", **common)
+            self.scheduler: Any = DPMSolverMultistepScheduler(  # type: ignore[no-untyped-call]
+                algorithm_type="dpmsolver++", **common
+            )
         elif kind == "unipc":
             from diffusers import UniPCMultistepScheduler
 
-            self.scheduler = UniPCMultistepScheduler(predict_x0=True, solver_type="bh2", **common)
+            self.scheduler = UniPCMultistepScheduler(  # type: ignore[no-untyped-call]
+                predict_x0=True, solver_type="bh2", **common
+            )
         else:
             raise ValueError(f"no diffusers solver {kind!r}")
         self.timesteps: list[int] = []

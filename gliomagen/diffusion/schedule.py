@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.networks.schedulers import DDPMScheduler
+from monai.networks.schedulers.ddpm import DDPMScheduler
 
 from gliomagen.config import Config
 

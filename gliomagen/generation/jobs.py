@@ -68,10 +68,8 @@ def synthetic_jobs(cfg: Config) -> list[Job]:
             )
         accepted = accepted.head(cfg.generate.n_synthetic)
     root = cfg.paths.augmented
-    return [
-        Job(r.aug_id, "train", root / r.aug_id / f"{r.aug_id}-seg.nii.gz", r.source_id)
-        for r in accepted.itertuples()
-    ]
+    ids, sources = accepted["aug_id"].astype(str), accepted["source_id"].astype(str)
+    return [Job(a, "train", root / a / f"{a}-seg.nii.gz", s) for a, s in zip(ids, sources, strict=True)]
 
 
 def all_jobs(cfg: Config, which: str) -> list[Job]:

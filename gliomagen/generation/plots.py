@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -16,6 +15,7 @@ from gliomagen.figures.slices import lesion_slice
 from gliomagen.generation.jobs import val_jobs, volume_seed
 from gliomagen.generation.outputs import GenerationOutputs, read_manifest
 from gliomagen.generation.sampling import SamplingSetup, load_setup
+from gliomagen.io import load_nifti
 
 
 def _tumour(cfg: Config) -> list[int]:
@@ -125,7 +125,7 @@ def plot_real_vs_synthetic(cfg: Config, ids: Sequence[str] | None = None, n: int
         for r, (label, folder) in enumerate([("real", real_dir), ("synthetic", syn_dir)]):
             row = axes[2 * k + r]
             for c, modality in enumerate(MODALITIES):
-                vol = np.asarray(nib.load(str(modality_path(folder, modality))).dataobj, dtype=np.float32)
+                vol = np.asarray(load_nifti(modality_path(folder, modality)).dataobj, dtype=np.float32)
                 row[c].imshow(vol[:, :, z].T, cmap="gray", vmin=0, vmax=1, origin="lower")
                 if k == 0 and r == 0:
                     row[c].set_title(modality)

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -174,11 +174,10 @@ def _generate_shard(
         "shard": f"{shard[0]}/{shard[1]}",
         "config_hash": cfg.hash,
     }
-    known = {(r["split"], r["id"]): r for r in read_manifest(out).to_dict("records")}
+    known = {(str(r["split"]), str(r["id"])): r for r in _records(read_manifest(out))}
     part = out.manifest_part(shard)
     part_rows = {
-        (r["split"], r["id"]): r
-        for r in (read_manifest_file(part).to_dict("records") if part.is_file() else [])
+        (r["split"], r["id"]): r for r in (_records(read_manifest_file(part)) if part.is_file() else [])
     }
     todo = [
         j for j in jobs if not _is_done(j, cfg, known, {**base, "seed": volume_seed(cfg.generate.seed, j.id)})
@@ -231,6 +230,10 @@ def _generate_shard(
     )
     write_json(out.summary(shard), result.as_dict())
     return result
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    return cast(list[dict[str, Any]], frame.to_dict("records"))
 
 
 def _relative(path: Path, root: Path) -> str:

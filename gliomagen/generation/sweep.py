@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,12 +31,12 @@ import pandas as pd
 import torch
 
 from gliomagen.bootstrap import bootstrap_subjects
-from gliomagen.cases import Case, is_complete, load_case, write_case
+from gliomagen.cases import Case, is_complete, load_case, load_mask, write_case
 from gliomagen.config import MODALITIES, Config
 from gliomagen.generation.jobs import volume_seed
 from gliomagen.generation.outputs import GenerationOutputs
 from gliomagen.generation.sampling import SamplingSetup, load_setup, sample_batch
-from gliomagen.io import provenance, read_json, write_csv, write_json
+from gliomagen.io import load_nifti, provenance, read_json, write_csv, write_json
 from gliomagen.locks import run_lock
 
 log = logging.getLogger(__name__)
@@ -200,9 +201,7 @@ def _sweep(
     dice, status = (
         resegmentation_dice(cfg, out, volumes) if cfg.sweep.resegment else ({}, "off (sweep.resegment)")
     )
-    volumes["reseg_dice"] = [
-        dice.get((r.sampler, int(r.nfe), r.case_id), np.nan) for r in volumes.itertuples()
-    ]
+    volumes["reseg_dice"] = [dice.get(key, np.nan) for key in _keys(volumes)]
     table = summarise(cfg, volumes)
     table["resegmentation"] = status
     recommendation = recommend(table)
@@ -229,6 +228,12 @@ def _sweep(
 
 
 # ---------------------------------------------------------------------------------- re-segmentation
+def _keys(volumes: pd.DataFrame) -> list[tuple[str, int, str]]:
+    """``(sampler, nfe, case_id)`` of each per-volume row."""
+    cols = (volumes["sampler"].astype(str), volumes["nfe"].astype(int), volumes["case_id"].astype(str))
+    return [(s, int(n), c) for s, n, c in zip(*cols, strict=True)]
+
+
 def real_only_configuration(cfg: Config) -> Any:
     """The segmentation configuration trained on all real data and nothing else, or ``None``."""
     return next((c for c in cfg.segment.configurations if c.synthetic == 0 and c.real_fraction == 1.0), None)
@@ -257,10 +262,7 @@ def resegmentation_dice(
         plan = export.plan_configuration(cfg, conf)
         if not nnunet.is_trained(cfg, plan):
             return {}, f"not available: the real-only nnU-Net model ({conf.name}) is not trained in this run"
-        uid = {
-            (r.sampler, int(r.nfe), r.case_id): f"{r.sampler}-{int(r.nfe):04d}-{r.case_id}"
-            for r in volumes.itertuples()
-        }
+        uid = {(s, n, c): f"{s}-{n:04d}-{c}" for s, n, c in _keys(volumes)}
         inputs, preds = out.sweep_resegmentation / "input", out.sweep_resegmentation / "pred"
         inputs.mkdir(parents=True, exist_ok=True)
         export.export_images({u: out.sweep_volume_dir(s, n, c) for (s, n, c), u in uid.items()}, inputs)
@@ -268,11 +270,7 @@ def resegmentation_dice(
         lut = export.inverse_label_lut(cfg)
         dice = {}
         for (s, n, c), u in uid.items():
-            import nibabel as nib
-
-            from gliomagen.cases import load_mask
-
-            pred = lut[np.asarray(nib.load(str(preds / f"{u}{export.FILE_ENDING}")).dataobj).astype(np.uint8)]
+            pred = lut[np.asarray(load_nifti(preds / f"{u}{export.FILE_ENDING}").dataobj).astype(np.uint8)]
             dice[(s, n, c)] = agreement_score(load_mask(out.sweep_volume_dir(s, n, c))[0], pred, cfg)["score"]
         return dice, "available"
     except Exception as exc:  # noqa: BLE001 -- the sweep's other metrics stand without it; the reason is kept
@@ -281,13 +279,18 @@ def resegmentation_dice(
 
 
 # ------------------------------------------------------------------------------------------ summary
+def _mean_of(values: np.ndarray) -> Callable[[np.ndarray], float]:
+    """The statistic of the subject bootstrap: the mean of ``values`` over resampled subject indices."""
+    return lambda idx: float(np.nanmean(values[idx]))
+
+
 def summarise(cfg: Config, volumes: pd.DataFrame) -> pd.DataFrame:
     """One row per (sampler, NFE): median seconds per volume, each metric's mean over subjects and its CI."""
     fc = cfg.fidelity
     rows = []
     for (name, nfe), g in volumes.groupby(["sampler", "nfe"], sort=False):
         g = g.sort_values("case_id")
-        row: dict[str, Any] = {"sampler": name, "nfe": int(nfe), "n_subjects": len(g)}
+        row: dict[str, Any] = {"sampler": str(name), "nfe": int(str(nfe)), "n_subjects": len(g)}
         row["seconds_per_volume"] = float(g["seconds"].median())
         for m in METRICS:
             values = g[m].to_numpy(float)
@@ -295,7 +298,7 @@ def summarise(cfg: Config, volumes: pd.DataFrame) -> pd.DataFrame:
                 row.update({m: np.nan, f"{m}_low": np.nan, f"{m}_high": np.nan})
                 continue
             boot = bootstrap_subjects(
-                lambda idx, v=values: float(np.nanmean(v[idx])),
+                _mean_of(values),
                 len(values),
                 fc.bootstrap,
                 fc.seed,

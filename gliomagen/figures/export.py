@@ -99,6 +99,7 @@ LATEX_SYMBOLS = (
     ("–", "--"),
     ("·", r"$\cdot$"),
     ("×", r"$\times$"),
+    ("\u2009", r"\,"),  # thin space (thousands separator of the number macros)
 )
 
 

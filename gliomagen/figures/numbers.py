@@ -21,7 +21,7 @@ NA = "n/a"
 
 
 def _fmt_int(value: float | int) -> str:
-    return f"{int(value):,}".replace(",", "\\,")
+    return f"{int(value):,}".replace(",", "\u2009")  # thin space; LaTeX \, (export.LATEX_SYMBOLS)
 
 
 def _data_numbers(cfg: Config) -> dict[str, str]:

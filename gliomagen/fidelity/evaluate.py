@@ -14,17 +14,14 @@ table's schema and the mean row). Definitions: ``docs/metrics.md``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from tqdm.auto import tqdm
 
 from gliomagen.config import MODALITIES, Config
@@ -39,6 +36,7 @@ from gliomagen.fidelity.subjects import SubjectResult, evaluate_subject
 from gliomagen.fidelity.synthetic import feature_rows, frd_row, structural_rows
 from gliomagen.io import provenance, read_json, write_csv, write_json
 from gliomagen.locks import run_lock
+from gliomagen.runtime import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +72,6 @@ def run_fidelity(cfg: Config, force: bool = False, progress: bool = True) -> Fid
         results = evaluate(cfg, force=force, progress=progress)
         conditioning = evaluate_conditioning(cfg)
     return FidelitySummary(results, conditioning, FidelityOutputs(cfg.paths))
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Temporarily use ``threads`` torch CPU threads (``None``: leave the setting alone)."""
-    if threads is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def evaluate(cfg: Config, force: bool = False, progress: bool = True) -> FidelityResults:

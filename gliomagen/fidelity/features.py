@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from gliomagen.runtime import resolve_device
+
 log = logging.getLogger(__name__)
 
 
@@ -89,13 +91,6 @@ def find_weights(spec: WeightsSpec, weights_dir: str | Path | None = None, extra
         f"fidelity.weights_dir (e.g. --set fidelity.weights_dir=/path/to/weights). Offline, use the "
         f"'radiomics' extractor, which needs no weights."
     )
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ------------------------------------------------------------------------------------------ interface

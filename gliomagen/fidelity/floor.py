@@ -22,11 +22,12 @@ from gliomagen.cases import load_case
 from gliomagen.config import MODALITIES, Config
 from gliomagen.fidelity import metrics as M
 from gliomagen.fidelity import rows as R
-from gliomagen.fidelity.features import FeatureExtractor, resolve_device
+from gliomagen.fidelity.features import FeatureExtractor
 from gliomagen.fidelity.pairs import Pair
 from gliomagen.fidelity.rows import FLOOR, Row
 from gliomagen.fidelity.subjects import SubjectResult, structural
 from gliomagen.fidelity.synthetic import VOLUME_METRICS
+from gliomagen.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 

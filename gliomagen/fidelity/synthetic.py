@@ -22,9 +22,10 @@ from gliomagen.bootstrap import bootstrap_subjects
 from gliomagen.config import Config
 from gliomagen.fidelity import metrics as M
 from gliomagen.fidelity import rows as R
-from gliomagen.fidelity.features import FeatureExtractor, resolve_device
+from gliomagen.fidelity.features import FeatureExtractor
 from gliomagen.fidelity.rows import Row
 from gliomagen.fidelity.subjects import SubjectResult
+from gliomagen.runtime import resolve_device
 
 PAPER_FID_PM = "np.std (ddof 0) of the paired per-slice feature distances (the paper's FID '±'; not an uncertainty of FID)"
 PAPER_KID_PM = "np.std (ddof 0) over the disjoint KID subsets (the paper's KID '±')"

@@ -21,6 +21,8 @@ from gliomagen.figures.outputs import INDEX, NUMBERS
 from gliomagen.io import atomic_path, file_sha256, write_json, write_text
 
 SOURCES_TAG = "gliomagen-sources:"
+#: key under which a figure's provenance is stored (PNG text chunk; JSON inside the PDF Subject field)
+PROVENANCE_KEY = "gliomagen-provenance"
 
 
 def source_stamp(sources: Iterable[Path], root: Path) -> dict[str, str]:
@@ -41,8 +43,6 @@ def add_footer(fig: Figure, text: str) -> None:
 
 
 def _metadata(fmt: str, provenance: dict[str, str] | None) -> dict[str, str] | None:
-    from gliomagen.figures.publish import PROVENANCE_KEY
-
     if provenance is None:
         return None
     payload = json.dumps(provenance, sort_keys=True)

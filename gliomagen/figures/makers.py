@@ -61,22 +61,23 @@ def fig_augmentation(cfg: Config) -> Figure:
 
 
 def fig_diffusion_process(cfg: Config) -> Figure:
-    from gliomagen.generate import plot_diffusion_process
+    from gliomagen.generation.plots import plot_diffusion_process
 
     return plot_diffusion_process(cfg)
 
 
 def fig_qualitative(cfg: Config) -> Figure:
-    from gliomagen.generate import plot_real_vs_synthetic
+    from gliomagen.generation.plots import plot_real_vs_synthetic
 
     return _with_legend(plot_real_vs_synthetic(cfg), cfg)
 
 
 def fig_fidelity_per_subject(cfg: Config) -> Figure:
-    from gliomagen.fidelity import report
+    from gliomagen.fidelity.outputs import read_per_subject
+    from gliomagen.fidelity.plots import plot_per_subject
 
-    per_subject = pd.read_csv(cfg.paths.metrics / "fidelity_per_subject.csv")
-    return report.plot_per_subject(per_subject, title=f"per-subject fidelity ({cfg.profile})")
+    per_subject = read_per_subject(cfg.paths, cfg.profile)
+    return plot_per_subject(per_subject, title=f"per-subject fidelity ({cfg.profile})")
 
 
 def fig_boundary(cfg: Config) -> Figure:

@@ -13,9 +13,9 @@ import pandas as pd
 
 from gliomagen.augment.outputs import AugmentationOutputs, read_manifest
 from gliomagen.config import Config
+from gliomagen.fidelity.outputs import FidelityOutputs, read_results
 from gliomagen.figures import export
 from gliomagen.figures.outputs import FiguresOutputs
-from gliomagen.io import read_json
 
 NA = "n/a"
 
@@ -64,10 +64,9 @@ def _augment_numbers(cfg: Config) -> dict[str, str]:
 
 
 def _fidelity_numbers(cfg: Config) -> dict[str, str]:
-    path = cfg.paths.metrics / "fidelity.json"
-    if not path.exists():
+    if not FidelityOutputs(cfg.paths).results_json.exists():
         return {"RMeanMSSSIM": NA}
-    frame = pd.DataFrame(read_json(path)["results"])
+    frame = read_results(cfg.paths, cfg.profile).frame()
     hit = frame[
         (frame["modality"] == "mean") & (frame["metric"] == "MS-SSIM 2D") & (frame["variant"] == "paper")
     ]
@@ -107,7 +106,7 @@ def number_sources(cfg: Config) -> list[Path]:
         cfg.paths.cases_csv,
         cfg.paths.training / "train_log.csv",
         AugmentationOutputs(cfg.paths).manifest,
-        cfg.paths.metrics / "fidelity.json",
+        FidelityOutputs(cfg.paths).results_json,
     ]
     return [p for p in candidates if p.exists()]
 

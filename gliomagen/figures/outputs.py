@@ -56,15 +56,11 @@ class FiguresOutputs(StageOutputs):
         return [self.index, self.numbers]
 
     def declared(self) -> list[Path]:
-        """Every artifact in every format (figures: PNG and PDF, the defaults), the index and the macros."""
-        from gliomagen.figures.artifacts import ARTIFACTS
-
-        files = [
-            self.figure(a.name, fmt) if a.kind == "figure" else self.table(a.name, fmt)
-            for a in ARTIFACTS
-            for fmt in (("png", "pdf") if a.kind == "figure" else TABLE_FORMATS)
-        ]
-        return [*self.markers(), *files]
+        """The index, the macros and the artifacts (``fig_*`` as PNG and PDF, ``tab_*`` as LaTeX and Markdown);
+        :func:`gliomagen.figures.publish.incomplete` checks every artifact by name against the index."""
+        figures = [self.figures_dir / f"fig_*.{fmt}" for fmt in ("png", "pdf")]
+        tables = [self.tables_dir / f"tab_*.{fmt}" for fmt in TABLE_FORMATS]
+        return [*self.markers(), *figures, *tables]
 
 
 def run_figures_dir(cfg: Config) -> Path:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from gliomagen.config import Config
 from gliomagen.errors import InputError
+from gliomagen.figures.export import PROVENANCE_KEY, read_stamp, stale_outputs
 from gliomagen.figures.outputs import FiguresOutputs
 from gliomagen.figures.outputs import (
     run_figures_dir as run_figures_dir,  # re-exported: gliomagen.runner uses it
@@ -33,8 +34,6 @@ from gliomagen.io import file_sha256, read_json, write_json
 
 #: the record of what was published, in both published folders
 PUBLISHED = "PUBLISHED.json"
-#: key under which a figure's provenance is stored (PNG text chunk; JSON inside the PDF Subject field)
-PROVENANCE_KEY = "gliomagen-provenance"
 
 
 class PublishRefused(InputError):
@@ -90,8 +89,6 @@ def _pdf_provenance(path: Path) -> dict[str, object] | None:
 
 def include_provenance(path: Path) -> dict[str, object] | None:
     """The provenance recorded inside a generated table (.tex/.md), PNG or PDF; ``None`` if it has none."""
-    from gliomagen.figures.export import read_stamp
-
     if not path.is_file():
         return None
     suffix = path.suffix.lower()
@@ -112,7 +109,6 @@ def incomplete(cfg: Config) -> list[str]:
     :func:`gliomagen.figures.regenerate.regenerate` (every figure and table made) and the source hashes of every table.
     """
     from gliomagen.figures.artifacts import ARTIFACTS
-    from gliomagen.figures.export import stale_outputs
     from gliomagen.runner import STAGE_OUTPUTS, missing_outputs
 
     problems = [

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gliomagen.augment.outputs import AugmentationOutputs
 from gliomagen.config import Config
+from gliomagen.fidelity.outputs import FidelityOutputs
 
 
 def cases_table(cfg: Config) -> list[Path]:
@@ -25,15 +26,19 @@ def augment_manifest(cfg: Config) -> list[Path]:
 
 
 def synthetic_manifest(cfg: Config) -> list[Path]:
-    return [cfg.paths.synthetic / "manifest.csv"]
+    from gliomagen.generation.outputs import GenerationOutputs  # the generation package imports torch
+
+    return [GenerationOutputs(cfg.paths).manifest]
 
 
 def sampler_timing(cfg: Config) -> list[Path]:
-    return [cfg.paths.metrics / "sampler_timing.csv"]
+    from gliomagen.generation.outputs import GenerationOutputs
+
+    return [GenerationOutputs(cfg.paths).sampler_timing]
 
 
 def fidelity(cfg: Config) -> list[Path]:
-    return [cfg.paths.metrics / "fidelity.json"]
+    return [FidelityOutputs(cfg.paths).results_json]
 
 
 def segmentation(cfg: Config) -> list[Path]:

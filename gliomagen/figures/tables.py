@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 
 from gliomagen.config import Config
+from gliomagen.fidelity.outputs import FidelityResults
 from gliomagen.figures.diagrams import dataset_table
 
 TableResult = tuple[pd.DataFrame, str]
@@ -38,14 +39,16 @@ def tab_augmentation(cfg: Config) -> TableResult:
 
 
 def tab_samplers(cfg: Config) -> TableResult:
-    frame = pd.read_csv(cfg.paths.metrics / "sampler_timing.csv")
+    from gliomagen.generation.outputs import GenerationOutputs, read_sampler_timing
+
+    frame = read_sampler_timing(GenerationOutputs(cfg.paths))
     return frame, f"Seconds per generated volume for each sampler ({cfg.profile} profile, this machine)."
 
 
-def _fidelity_results(cfg: Config) -> dict[str, Any]:
-    from gliomagen.fidelity.evaluate import load_results
+def _fidelity_results(cfg: Config) -> FidelityResults:
+    from gliomagen.fidelity.outputs import read_results
 
-    return load_results(cfg)
+    return read_results(cfg.paths, cfg.profile)
 
 
 def _flatten_columns(frame: pd.DataFrame) -> pd.DataFrame:
@@ -55,16 +58,11 @@ def _flatten_columns(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.reset_index()
 
 
-def _primary_extractor(results: dict[str, Any]) -> str:
-    available = [n for n, s in results.get("extractors", {}).items() if s.get("status") == "ok"]
-    return available[0] if available else next(iter(results.get("extractors", {})), "")
-
-
 def tab_fidelity(cfg: Config) -> TableResult:
     from gliomagen.fidelity import report
 
     results = _fidelity_results(cfg)
-    extractor = _primary_extractor(results)
+    extractor = results.primary_extractor()
     wide = report.fidelity_table(results, extractor)
     sources = list(dict.fromkeys(wide.columns.get_level_values(0)))
     # one row per (modality, source) keeps the paper's three metric columns readable on a page

@@ -324,7 +324,10 @@ def build(cfg: Config, force: bool = False) -> KitResult:
 
 def _build_locked(cfg: Config, force: bool) -> KitResult:
     real = real_validation_dirs(cfg)
-    synthetic = cfg.paths.synthetic / "val"
+    from gliomagen.generation.outputs import GenerationOutputs  # imported here: generation imports torch
+
+    # the synthetic counterparts of validation cases keep the real case's id (GenerationOutputs.volume_dir)
+    synthetic = GenerationOutputs(cfg.paths).synthetic / "val"
     if not real or not synthetic.is_dir():
         raise KitError(
             f"the reader study needs real validation cases in {cfg.paths.prepared / 'val'} "

@@ -158,6 +158,11 @@ def test_evaluate_writes_tables_names_extractors_and_skips_when_done(tmp_path: P
     stamp = paths.results_json.stat().st_mtime_ns
     assert evaluate(cfg, progress=False).to_dict() == on_disk
     assert paths.results_json.stat().st_mtime_ns == stamp
+    # ... and the whole stage reuses the mask-following table written after those results
+    written = paths.conditioning_csv.stat().st_mtime_ns
+    again = run_fidelity(cfg, progress=False)
+    assert paths.conditioning_csv.stat().st_mtime_ns == written
+    pd.testing.assert_frame_equal(again.conditioning, stage.conditioning)
 
 
 def test_identical_volumes_score_perfectly(tmp_path: Path) -> None:

@@ -30,7 +30,7 @@ from gliomagen.fidelity import rows as R
 from gliomagen.fidelity.conditioning import evaluate_conditioning
 from gliomagen.fidelity.features import FeatureExtractor, WeightsMissingError, build_extractor
 from gliomagen.fidelity.floor import floor_rows, halves_of
-from gliomagen.fidelity.outputs import LOCK, FidelityOutputs, FidelityResults
+from gliomagen.fidelity.outputs import LOCK, FidelityOutputs, FidelityResults, read_conditioning
 from gliomagen.fidelity.pairs import Pair, find_pairs, inputs_fingerprint
 from gliomagen.fidelity.subjects import SubjectResult, evaluate_subject
 from gliomagen.fidelity.synthetic import feature_rows, frd_row, structural_rows
@@ -68,10 +68,17 @@ def run_fidelity(cfg: Config, force: bool = False, progress: bool = True) -> Fid
         FileNotFoundError: no validation pair to evaluate (the message names the stage to run first).
         gliomagen.locks.LockHeld: another process is running the stage on this run folder.
     """
+    out = FidelityOutputs(cfg.paths)
     with run_lock(cfg.paths.root, LOCK, clean=[cfg.paths.metrics]):
         results = evaluate(cfg, force=force, progress=progress)
-        conditioning = evaluate_conditioning(cfg)
-    return FidelitySummary(results, conditioning, FidelityOutputs(cfg.paths))
+        # written after the results from the same inputs: still current unless the results were rewritten
+        current = (
+            not force
+            and out.conditioning_csv.is_file()
+            and out.conditioning_csv.stat().st_mtime_ns >= out.results_json.stat().st_mtime_ns
+        )
+        conditioning = read_conditioning(out) if current else evaluate_conditioning(cfg)
+    return FidelitySummary(results, conditioning, out)
 
 
 def evaluate(cfg: Config, force: bool = False, progress: bool = True) -> FidelityResults:

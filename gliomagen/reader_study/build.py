@@ -129,6 +129,8 @@ def _page_data(panels: list[Panel], rs: ReaderStudyConfig, img_dir: Path) -> dic
         }
         for p in panels
     ]
+    # a running digest over the JSON and every image's digest (not hashing.content_hash, which takes one
+    # JSON payload): kept so that the ids of kits already given to readers stay what they were
     digest = hashlib.sha256(json.dumps(public, sort_keys=True).encode())
     for panel in panels:
         for name in panel.images:

@@ -457,7 +457,7 @@ def run_notebooks(
         log_stream.write("\n" + result.table() + "\n")
     print(result.table())
     if result.ok:
-        from gliomagen.figures.publish import run_figures_dir, run_tables_dir
+        from gliomagen.figures.outputs import run_figures_dir, run_tables_dir
 
         print(
             f"\nAll notebooks ran.\n  executed notebooks: {out_dir}\n  run outputs:        {cfg.paths.root}\n"

@@ -26,10 +26,6 @@ from gliomagen.config import Config
 from gliomagen.errors import InputError
 from gliomagen.figures.export import PROVENANCE_KEY, read_stamp, stale_outputs
 from gliomagen.figures.outputs import FiguresOutputs
-from gliomagen.figures.outputs import (
-    run_figures_dir as run_figures_dir,  # re-exported: gliomagen.runner uses it
-)
-from gliomagen.figures.outputs import run_tables_dir as run_tables_dir
 from gliomagen.io import file_sha256, read_json, write_json
 
 #: the record of what was published, in both published folders
@@ -127,7 +123,7 @@ def incomplete(cfg: Config) -> list[str]:
                 problems.append(f"{art.name} was not made")
             elif entry["status"] != "ok":
                 problems.append(f"{art.name} could not be made: {entry['message']}")
-    problems += stale_outputs(run_tables_dir(cfg), cfg.paths.root)
+    problems += stale_outputs(FiguresOutputs(cfg.paths).tables_dir, cfg.paths.root)
     return problems
 
 
@@ -170,8 +166,8 @@ def publish(cfg: Config) -> dict[str, object]:
         **provenance(cfg),
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _replace_folder(run_figures_dir(cfg), cfg.figures_dir, record)
-    _replace_folder(run_tables_dir(cfg), cfg.tables_dir, record)
+    _replace_folder(FiguresOutputs(cfg.paths).figures_dir, cfg.figures_dir, record)
+    _replace_folder(FiguresOutputs(cfg.paths).tables_dir, cfg.tables_dir, record)
     return record
 
 

@@ -30,7 +30,7 @@ RUN pip install --upgrade pip setuptools wheel \
     && pip install -e ".[dev]"
 
 # Fetch the feature-extractor weights now, while the build has internet; runs are offline afterwards.
-RUN python -m gliomagen.fidelity.features --fetch-all
+RUN gliomagen fetch-weights
 
 COPY . .
 

@@ -21,8 +21,9 @@ DDPM posterior mean always was. MONAI's DDIM instead keeps the raw ε (for an ``
 sample as noise direction at every step, so the error grows with the number of steps. With the shared rule
 DDIM with ``eta = 1`` over all ``T`` steps is the DDPM chain (tests/test_diffusion_samplers.py).
 
-The schedule is computed in float64 and cast (``schedule.set_schedule``). The result of a run is the
-clamped ``x̂_0`` of its last step.
+The schedule is computed in float64 and cast (``schedule.set_schedule``). The result of a run is the sample
+after its last step, which lands on ``abar = 1``: the clamped ``x̂_0`` of that step (exactly, for DDPM and
+DDIM; for the diffusers solvers their final update, as generation has always written it).
 """
 
 from __future__ import annotations
@@ -151,6 +152,8 @@ class DDPMScheduler(_Gaussian):
         beta_prod_t, beta_prod_prev = 1 - a_t, 1 - a_prev
         # the posterior mean depends on x_t and x̂_0 only: clamping x̂_0 is the whole clipping rule here
         x0 = predicted_x0(model_output, sample, a_t, self.prediction).clamp(*self.clip)
+        if t == 0:  # the posterior at t = 0 is x̂_0 itself (its coefficients are 1 and 0 up to rounding)
+            return StepOutput(x0, x0)
         c0 = (a_prev ** (0.5) * self.betas[t]) / beta_prod_t
         ct = self.alphas[t] ** (0.5) * beta_prod_prev / beta_prod_t
         prev = c0 * x0 + ct * sample
@@ -189,7 +192,8 @@ class DDIMScheduler(_Gaussian):
         self, model_output: torch.Tensor, t: int, sample: torch.Tensor, noise: torch.Tensor | None
     ) -> StepOutput:
         self._to(sample.device)
-        prev_t = t - self.stride
+        # the last step goes to abar = 1 (MONAI stops at t = 0 when T is not a multiple of the steps)
+        prev_t = -1 if t == self.timesteps[-1] else t - self.stride
         a_t = self.alphas_cumprod[t]
         a_prev = self.alphas_cumprod[prev_t] if prev_t >= 0 else self.one
         x0, eps = clipped_prediction(model_output, sample, a_t, self.prediction, self.clip)
@@ -300,7 +304,7 @@ def sample_loop(
         desc: the bar's label.
 
     Returns:
-        the clamped ``x̂_0`` of the last step, ``(B, image_channels, X, Y, Z)`` float32.
+        the sample after the last step (at ``abar = 1``), ``(B, image_channels, X, Y, Z)`` float32.
     """
     device = next(model.parameters()).device
     gens = [generator] if isinstance(generator, torch.Generator) else list(generator or [])
@@ -320,7 +324,6 @@ def sample_loop(
     shape = (cond.shape[0], image_channels, *cond.shape[2:])
     x = _draw(shape, generator, device)
     scheduler.set_timesteps(steps)
-    x0 = x
     for i, t in enumerate(tqdm(scheduler.timesteps, desc=desc, disable=not progress, leave=False)):
         t_batch = torch.full((shape[0],), t, device=device, dtype=torch.long)
         out = model(torch.cat([x, cond], dim=1), timesteps=t_batch).float()
@@ -329,7 +332,7 @@ def sample_loop(
         x, x0 = result.prev_sample, result.pred_original_sample
         if callback is not None:
             callback(i, t, x, x0)
-    return x0
+    return x
 
 
 @dataclass

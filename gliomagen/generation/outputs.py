@@ -118,8 +118,8 @@ class GenerationOutputs(StageOutputs):
 
     @property
     def sweep_figure_stem(self) -> Path:
-        """``figures/fig_sampler_sweep`` (``.png`` and ``.pdf``)."""
-        return self.paths.root / "figures" / "fig_sampler_sweep"
+        """``sampler_sweep/fig_sampler_sweep`` (``.png`` and ``.pdf``; the figures stage may publish it)."""
+        return self.sweep_root / "fig_sampler_sweep"
 
     def markers(self) -> list[Path]:
         return [self.manifest]
@@ -131,6 +131,7 @@ class GenerationOutputs(StageOutputs):
             self.sampler_timing,
             self.paths.synthetic / "val" / "*" / "*.nii.gz",
             self.paths.synthetic / "train" / "*" / "*.nii.gz",
+            *self.sweep_declared(),  # notebook 04 runs the sampler sweep
         ]
 
     def sweep_declared(self) -> list[Path]:

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
-from monai.networks.blocks import SABlock
-from monai.networks.nets import DiffusionModelUNet
-from monai.networks.nets.diffusion_model_unet import DiffusionUNetResnetBlock
+from monai.networks.blocks.selfattention import SABlock
+from monai.networks.nets.diffusion_model_unet import DiffusionModelUNet, DiffusionUNetResnetBlock
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
@@ -141,6 +141,7 @@ class GliomaGenUNet(DiffusionModelUNet):
         self.upsample_mode = upsample_mode
         self.time_embed_max_period = float(time_embed_max_period)
         self.zero_init_attention_out = zero_init_attention_out
+        self.checkpointing = "none"
         for up in self.upsamplers():
             up.mode = upsample_mode
         if zero_init_attention_out:
@@ -158,7 +159,7 @@ class GliomaGenUNet(DiffusionModelUNet):
                 found.append(inner)
         return found
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         x: torch.Tensor,
         timesteps: torch.Tensor,
@@ -177,18 +178,118 @@ class GliomaGenUNet(DiffusionModelUNet):
             )
         t_emb = timestep_embedding(timesteps, self.block_out_channels[0], self.time_embed_max_period)
         emb = self.time_embed(t_emb.to(dtype=x.dtype))
+        mode = self.checkpointing if self.training and torch.is_grad_enabled() else "none"
         h = self.conv_in(x)
         skips: list[torch.Tensor] = [h]
-        for down in self.down_blocks:
-            h, res = down(hidden_states=h, temb=emb, context=None)
-            skips.extend(res)
-        h = self.middle_block(hidden_states=h, temb=emb, context=None)
-        for up in self.up_blocks:
-            n = len(up.resnets)
-            h = up(hidden_states=h, res_hidden_states_list=skips[-n:], temb=emb, context=None)
-            skips = skips[:-n]
-        out: torch.Tensor = self.out(h)
+        downs: list[Any] = list(self.down_blocks)  # MONAI's blocks (untyped modules)
+        ups: list[Any] = list(self.up_blocks)
+        last = len(ups) - 1
+        for level, down in enumerate(downs):
+            for resnet in down.resnets:
+                h = _res_block(resnet, h, None, emb, mode, nested=level < NESTED_LEVELS)
+                skips.append(h)
+            if down.downsampler is not None:
+                h = down.downsampler(h, emb)  # saves its input, a skip tensor kept anyway
+                skips.append(h)
+        h = _segment(self.middle_block, mode != "none", h, emb)
+        for i, up in enumerate(ups):
+            for resnet in up.resnets:
+                # pop: the skip is dropped as soon as it is used (inference keeps only the live ones)
+                h = _res_block(resnet, h, skips.pop(), emb, mode, nested=last - i < NESTED_LEVELS)
+            if up.upsampler is not None:
+                h = _segment(up.upsampler, mode == "segments", h)
+        out: torch.Tensor = _segment(self.out, mode == "segments", h)
         return out
+
+
+#: activation checkpointing of :class:`GliomaGenUNet` (``none`` off; see :func:`enable_grad_checkpointing`)
+CHECKPOINT_MODES = ("none", "blocks", "segments")
+
+
+def _segment(module: nn.Module, active: bool, *args: torch.Tensor) -> torch.Tensor:
+    """``module(*args)``, recomputed in backward when ``active`` (only the inputs are saved)."""
+    if not active:
+        out: torch.Tensor = module(*args)
+        return out
+    return cast(torch.Tensor, checkpoint(module, *args, use_reentrant=False))
+
+
+#: ``segments``: res-blocks of this many top (full-resolution) levels recompute in two nested units
+NESTED_LEVELS = 1
+
+
+def _cat_res_block(
+    block: DiffusionUNetResnetBlock, h: torch.Tensor, skip: torch.Tensor | None, emb: torch.Tensor
+) -> torch.Tensor:
+    out: torch.Tensor = block(h if skip is None else torch.cat([h, skip], dim=1), emb)
+    return out
+
+
+def _res_block(
+    block: DiffusionUNetResnetBlock,
+    h: torch.Tensor,
+    skip: torch.Tensor | None,
+    emb: torch.Tensor,
+    mode: str,
+    nested: bool = False,
+) -> torch.Tensor:
+    """One res-block (after concatenating the skip on the up path) under checkpointing ``mode``.
+
+    ``blocks`` saves each res-block's input, the concatenation included (two tensors' worth on the up
+    path). ``segments`` concatenates inside the recomputed segment, so only ``h`` is saved (the skip is
+    held anyway); with ``nested`` the segment is itself two recomputed units (:func:`_nested_res_block`),
+    so its backward holds one unit's activations at a time.
+    """
+    if mode == "segments":
+        body = _nested_res_block if nested else _cat_res_block
+        out: torch.Tensor = checkpoint(body, block, h, skip, emb, use_reentrant=False)
+        return out
+    x = h if skip is None else torch.cat([h, skip], dim=1)
+    return _segment(block, mode == "blocks", x, emb)
+
+
+def _nested_res_block(
+    block: DiffusionUNetResnetBlock, h: torch.Tensor, skip: torch.Tensor | None, emb: torch.Tensor
+) -> torch.Tensor:
+    """MONAI's res-block forward, bit for bit, as two recomputed units (``conv1`` side, ``conv2`` side)."""
+    a = checkpoint(_unit_in, block, h, skip, emb, use_reentrant=False)
+    out: torch.Tensor = checkpoint(_unit_out, block, a, h, skip, use_reentrant=False)
+    return out
+
+
+def _unit_in(
+    block: DiffusionUNetResnetBlock, h: torch.Tensor, skip: torch.Tensor | None, emb: torch.Tensor
+) -> torch.Tensor:
+    """``conv1(silu(norm1(cat(h, skip)))) + temb``; the norm runs per part when the parts hold whole groups
+    (identical values: GroupNorm's statistics are per group), so the normalised concatenation is never held.
+    """
+    parts = [h] if skip is None else [h, skip]
+    norm = block.norm1
+    per_channel = norm.num_groups / norm.num_channels
+    if len(parts) > 1 and all((p.shape[1] * per_channel).is_integer() for p in parts):
+        acts, first = [], 0
+        for p in parts:
+            c = p.shape[1]
+            weight = norm.weight[first : first + c] if norm.weight is not None else None
+            bias = norm.bias[first : first + c] if norm.bias is not None else None
+            normed = nn.functional.group_norm(p, int(c * per_channel), weight, bias, norm.eps)
+            acts.append(block.nonlinearity(normed))
+            first += c
+        act = torch.cat(acts, dim=1)
+    else:
+        act = block.nonlinearity(norm(torch.cat(parts, dim=1) if skip is not None else h))
+    temb = block.time_emb_proj(block.nonlinearity(emb))[:, :, None, None, None]
+    out: torch.Tensor = block.conv1(act) + temb
+    return out
+
+
+def _unit_out(
+    block: DiffusionUNetResnetBlock, a: torch.Tensor, h: torch.Tensor, skip: torch.Tensor | None
+) -> torch.Tensor:
+    """``skip_connection(cat(h, skip)) + conv2(silu(norm2(a)))``."""
+    x = h if skip is None else torch.cat([h, skip], dim=1)
+    out: torch.Tensor = block.skip_connection(x) + block.conv2(block.nonlinearity(block.norm2(a)))
+    return out
 
 
 def network_options(cfg: Config) -> dict[str, object]:
@@ -238,27 +339,23 @@ class _nullcontext:
         return None
 
 
-class _CheckpointedResBlock(DiffusionUNetResnetBlock):
-    """A res-block that recomputes its activations in backward (trades ~25 % time for memory).
+def enable_grad_checkpointing(net: GliomaGenUNet, mode: str = "segments") -> int:
+    """Recompute activations in the backward pass (exact gradients; more time, much less memory).
 
-    MONAI 1.6 has no checkpointing flag for this network and its ``ActivationCheckpointWrapper`` takes one
-    input, while res-blocks take ``(x, emb)``; swapping the class keeps the state-dict keys unchanged.
+    ``segments`` (the default): every res-block with the concatenation of its skip inside, the upsamplers
+    and the output block are recomputed segments, so the saved tensors are one per segment boundary plus
+    the skips. ``blocks``: every res-block alone (the concatenated input is saved). ``none``: off. The
+    modules and state-dict keys do not change.
+
+    Returns:
+        the number of res-blocks recomputed (0 for ``none``).
     """
-
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        if self.training and torch.is_grad_enabled():
-            return checkpoint(super().forward, x, emb, use_reentrant=False)
-        return super().forward(x, emb)
-
-
-def enable_grad_checkpointing(net: nn.Module) -> int:
-    """Turn on activation checkpointing for every res-block of ``net``; returns how many were wrapped."""
-    n = 0
-    for module in net.modules():
-        if type(module) is DiffusionUNetResnetBlock:
-            module.__class__ = _CheckpointedResBlock
-            n += 1
-    return n
+    if mode not in CHECKPOINT_MODES:
+        raise ValueError(f"checkpointing mode must be one of {CHECKPOINT_MODES}, got {mode!r}")
+    net.checkpointing = mode
+    if mode == "none":
+        return 0
+    return sum(isinstance(m, DiffusionUNetResnetBlock) for m in net.modules())
 
 
 def encoder_parameters(net: DiffusionModelUNet) -> list[nn.Parameter]:
@@ -293,7 +390,7 @@ def level_shapes(net: DiffusionModelUNet, input_shape: tuple[int, ...]) -> list[
         input_shape: ``(B, C, X, Y, Z)``.
     """
     shapes: list[LevelShape] = []
-    meta = _meta_copy(net)
+    meta: Any = _meta_copy(net)
     hooks = []
     parts = [("conv_in", meta.conv_in)]
     parts += [(f"down_{i}", b) for i, b in enumerate(meta.down_blocks)]
@@ -302,9 +399,7 @@ def level_shapes(net: DiffusionModelUNet, input_shape: tuple[int, ...]) -> list[
     parts += [("out", meta.out)]
     for name, module in parts:
 
-        def hook(
-            _m: nn.Module, _inp: object, out: object, name: str = name, module: nn.Module = module
-        ) -> None:
+        def hook(_m: nn.Module, _inp: object, out: Any, name: str = name, module: nn.Module = module) -> None:
             t = out[0] if isinstance(out, tuple) else out
             shapes.append(LevelShape(name, tuple(t.shape), count_parameters(module)))
 

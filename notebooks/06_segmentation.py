@@ -49,12 +49,15 @@ import pandas as pd
 from IPython.display import display
 
 from gliomagen.config import load_config
+from gliomagen.figures.export import save_figure
 from gliomagen.io import read_json
 from gliomagen.segmentation import plots
-from gliomagen.segmentation.pipeline import load_evaluation, segment
+from gliomagen.segmentation.outputs import SegmentationOutputs, load_evaluation, read_hq_scores
+from gliomagen.segmentation.pipeline import segment
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 cfg = load_config(profile, overrides, run_dir=run_dir)
+outputs = SegmentationOutputs(cfg.paths)
 pd.set_option("display.precision", 4)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
 pd.DataFrame([c.model_dump() for c in cfg.segment.configurations])
@@ -66,8 +69,8 @@ pd.DataFrame([c.model_dump() for c in cfg.segment.configurations])
 # this cell resumes. (`gliomagen segment --configuration NAME` runs one configuration, e.g. per GPU.)
 
 # %%
-summary = segment(cfg)
-timing = pd.DataFrame({k: v for k, v in summary["timing"].items() if isinstance(v, dict) and "n_real" in v}).T
+result = segment(cfg)
+timing = result.configuration_timings()
 
 
 def preprocessing_source(row: pd.Series) -> str:
@@ -103,7 +106,7 @@ timing[
 # volume and the mask it was generated from. The `segment.hq_count` best volumes are kept.
 
 # %%
-hq_scores = pd.read_csv(cfg.paths.metrics / "segmentation_hq_scores.csv")
+hq_scores = read_hq_scores(outputs)
 plots.plot_hq_scores(hq_scores)
 hq_scores.head(10)
 
@@ -114,7 +117,7 @@ hq_scores.head(10)
 # tumour volume; HD95/ASSD in voxels over the non-empty pairs.
 
 # %%
-ev = load_evaluation(cfg)
+ev = load_evaluation(outputs)
 display(plots.paper_side_by_side(cfg, ev.paper))
 ev.paper[["configuration", "n_cases", "hd_pairs_used", "hd_pairs_dropped"]]
 
@@ -196,5 +199,5 @@ for name, fig in {
     "bland_altman": fig_ba,
     "predictions": fig_pred,
 }.items():
-    plots.save_figure(fig, figure_dir / f"{name}.png", dpi=cfg.figures.dpi)
+    save_figure(fig, figure_dir, name, formats=["png"], dpi=cfg.figures.dpi)
 print(f"figures in {figure_dir}; metrics in {cfg.paths.metrics}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from gliomagen.segmentation.nnunet import (
+from gliomagen.segmentation.checkpoints import (
     SHA_SUFFIX,
     CheckpointRefused,
     guarded_torch_load,

@@ -162,7 +162,7 @@ def test_identical_real_cases_share_their_preprocessing_between_configurations(t
     """With shared plans a real scan exported for two mixes is preprocessed once and hard-linked after."""
     import os
 
-    from gliomagen.segmentation.nnunet import _reuse_preprocessed_case
+    from gliomagen.segmentation.worker import _reuse_preprocessed_case
 
     cfg, _ = toy
     confs = {c.name: c for c in cfg.segment.configurations}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import json
 
 import nibabel as nib
@@ -13,7 +14,8 @@ from gliomagen.cli import main
 from gliomagen.config import ConfigError, load_config
 from gliomagen.segmentation import export as E
 from gliomagen.segmentation.nnunet import prediction_dir
-from gliomagen.segmentation.pipeline import load_evaluation, segment
+from gliomagen.segmentation.outputs import SegmentationOutputs, read_hq_scores, read_timing
+from gliomagen.segmentation.pipeline import SegmentResult, load_evaluation, segment
 
 TINY = [
     "segment.configurations=[{name: real_only}, {name: hq2_only, real_fraction: 0.0, synthetic: 2,"
@@ -41,8 +43,13 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
     )
     summary = segment(cfg)
     names = ["real_only", "hq2_only"]
-    assert summary["evaluated"] == names and summary["missing"] == []
-    assert summary["validation_cases"] == len(ids["val"])
+    assert isinstance(summary, SegmentResult)
+    assert list(summary.evaluated) == names and list(summary.missing) == []
+    assert summary.validation_cases == len(ids["val"])
+    out = SegmentationOutputs(cfg.paths)
+    for pattern in out.declared():  # every file the stage promises is there after a complete run
+        assert glob.glob(str(pattern)), pattern
+    assert all(p.is_file() for p in out.markers())
     for name in names:
         for case in ids["val"]:
             pred = nib.load(str(prediction_dir(cfg, name) / f"{case}.nii.gz"))
@@ -56,18 +63,18 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
     for f in cfg.paths.metrics.glob("segmentation*.csv"):
         frame = pd.read_csv(f)
         assert "config_hash" in frame and (frame.empty or frame["config_hash"].iloc[0] == cfg.hash), f.name
-    hq = pd.read_csv(cfg.paths.metrics / "segmentation_hq_scores.csv")
+    hq = read_hq_scores(out)
     assert len(hq) == 4 and hq["hq"].sum() == 2
     hq_plan = json.loads((cfg.paths.nnunet / "raw" / "Dataset502_GG_hq2_only" / E.EXPORT_MARKER).read_text())
     assert hq_plan["real_ids"] == [] and sorted(hq_plan["synthetic_ids"]) == sorted(hq.loc[hq["hq"], "id"])
     assert not set(hq_plan["synthetic_ids"]) & {f"{v}-a1" for v in ids["val"]}
-    timing = json.loads((cfg.paths.metrics / "segmentation_timing.json").read_text())
+    timing = read_timing(out)
     assert timing["real_only"]["trained"] is True
     # resumable: nothing is retrained or re-predicted
     again = segment(cfg)
-    assert all(again["this_run"][n].get("skipped") for n in names)
-    assert again["timing"]["real_only"]["trained"] is True  # the measured timing is kept
-    assert again["paper_table"] == summary["paper_table"]
+    assert all(again.this_run[n].get("skipped") for n in names)
+    assert again.timing["real_only"]["trained"] is True  # the measured timing is kept
+    assert again.paper_table.equals(summary.paper_table)
 
 
 def _worker_pids() -> list[int]:

@@ -12,22 +12,23 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from gliomagen.cases import load_mask
 from gliomagen.config import Config
-from gliomagen.io import provenance, write_csv, write_json
+from gliomagen.io import load_nifti, provenance, write_csv, write_json
 from gliomagen.segmentation.export import FILE_ENDING, inverse_label_lut
-from gliomagen.segmentation.metrics import dice_paper
+from gliomagen.segmentation.outputs import SegmentationOutputs, read_hq_scores
+from gliomagen.segmentation.overlap import dice_paper
 
 log = logging.getLogger(__name__)
 
 
 def scores_path(cfg: Config) -> Path:
-    return cfg.paths.metrics / "segmentation_hq_scores.csv"
+    """The HQ ranking's file (:attr:`SegmentationOutputs.hq_scores`)."""
+    return SegmentationOutputs(cfg.paths).hq_scores
 
 
 def agreement_score(condition: np.ndarray, predicted: np.ndarray, cfg: Config) -> dict[str, float]:
@@ -53,7 +54,7 @@ def score_synthetic(cfg: Config, pool: pd.DataFrame, pred_dir: Path) -> pd.DataF
 
     Returns:
         the ranking (best first) with ``rank`` and ``hq`` columns; written to
-        ``<run>/metrics/segmentation_hq_scores.csv`` (+ ``.json`` summary).
+        :attr:`SegmentationOutputs.hq_scores` (+ its ``.json`` summary).
     """
     lut = inverse_label_lut(cfg)
     rows = []
@@ -61,7 +62,7 @@ def score_synthetic(cfg: Config, pool: pd.DataFrame, pred_dir: Path) -> pd.DataF
         pred_file = pred_dir / f"{r.id}{FILE_ENDING}"
         try:
             cond = load_mask(Path(r.path))[0]
-            pred = lut[np.asarray(nib.load(str(pred_file)).dataobj).astype(np.uint8)]
+            pred = lut[np.asarray(load_nifti(pred_file).dataobj).astype(np.uint8)]
             if pred.shape != cond.shape:
                 raise ValueError(f"prediction shape {pred.shape} != mask shape {cond.shape}")
             rows.append(
@@ -79,7 +80,7 @@ def score_synthetic(cfg: Config, pool: pd.DataFrame, pred_dir: Path) -> pd.DataF
     table["config_hash"] = cfg.hash
     write_csv(scores_path(cfg), table)
     write_json(
-        scores_path(cfg).with_suffix(".json"),
+        SegmentationOutputs(cfg.paths).hq_summary,
         {
             **provenance(cfg.hash, rule=cfg.segment.hq_score),
             "n_scored": int(table["score"].notna().sum()),
@@ -97,7 +98,7 @@ def hq_ranking(cfg: Config) -> list[str] | None:
     path = scores_path(cfg)
     if not path.is_file():
         return None
-    table = pd.read_csv(path, dtype={"id": str})
+    table = read_hq_scores(SegmentationOutputs(cfg.paths))
     if "config_hash" in table and table["config_hash"].iloc[0] != cfg.hash:
         log.info(
             "HQ scores were made with config %s, not %s: recomputing", table["config_hash"].iloc[0], cfg.hash

@@ -2,86 +2,85 @@
 
 ``segment(cfg)`` runs the configurations in dependency order -- the real-only baseline first (its model
 scores the synthetic pool for the HQ subset), then the ``all``-pool mixes, then the HQ mixes -- each in its
-own nnU-Net process, and finally :func:`evaluate` on the real validation scans. Every step skips finished
-work, so a re-run resumes. ``gliomagen segment --configuration NAME`` runs a single configuration (a job
-array can run the six in parallel once the baseline and the HQ scoring exist).
-
-Outputs in ``<run>/metrics/``:
-    segmentation_paper.csv            the paper's table (its definitions), one row per configuration
-    segmentation_paper_per_case.csv   per scan and tumour class: Dice, HD95/ASSD in voxels
-    segmentation_volumes.csv          per scan: total tumour volume, truth and prediction (voxels and ml)
-    segmentation_confusion.json       the pooled restricted confusion matrices
-    segmentation_corrected.csv        per configuration and BraTS region: means of the corrected metrics
-    segmentation_corrected_per_case.csv   per scan and region: Dice, HD95/ASSD in mm, status, lesion-wise
-    segmentation_stats.csv            paired Wilcoxon and bootstrap CI of each mix minus real-only
-    segmentation_hq_scores.csv        the HQ score of every synthetic volume (see hq.py)
-    segmentation.json                 summary, timings and provenance
+own nnU-Net process, and finally :func:`~gliomagen.segmentation.evaluation.evaluate` on the real validation
+scans. Every step skips finished work, so a re-run resumes. ``gliomagen segment --configuration NAME`` runs a
+single configuration (a job array can run the six in parallel once the baseline and the HQ scoring exist).
+The files it writes are listed in :mod:`gliomagen.segmentation.outputs`.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from gliomagen.cases import load_mask
 from gliomagen.config import Config, ConfigError, SegConfiguration
-from gliomagen.io import provenance, read_json, write_csv, write_json
+from gliomagen.io import provenance, read_json, write_json
 from gliomagen.locks import run_lock
 from gliomagen.segmentation import hq as hq_mod
-from gliomagen.segmentation.export import (
-    FILE_ENDING,
-    DatasetPlan,
-    ExportError,
-    dataset_dir,
-    export_dataset,
-    export_images,
-    inverse_label_lut,
-    plan_configuration,
-    real_case_dirs,
-    synthetic_pool,
+from gliomagen.segmentation import outputs
+from gliomagen.segmentation.evaluation import (
+    _predictions_complete,
+    baseline_configuration,
+    evaluate,
 )
-from gliomagen.segmentation.metrics import (
-    corrected_case_metrics,
-    paper_case_metrics,
-    paper_summary,
-    spacing_of,
-    total_tumour_volume,
-    tumour_values,
-)
+from gliomagen.segmentation.export import dataset_dir, export_dataset, export_images
 from gliomagen.segmentation.nnunet import is_trained, make_job, model_dir, prediction_dir, run_job
-from gliomagen.segmentation.stats import paired_comparison
+from gliomagen.segmentation.outputs import Evaluation, SegmentationOutputs
+from gliomagen.segmentation.selection import DatasetPlan, ExportError, plan_configuration, synthetic_pool
 
 log = logging.getLogger(__name__)
 
-CORRECTED_METRICS = (
-    "dice",
-    "hd95_mm",
-    "assd_mm",
-    "lesion_dice",
-    "lesion_hd95_mm",
-    "lesion_f1",
-    "lesion_dice_penalised",
-)
 
+@dataclass(frozen=True)
+class SegmentResult:
+    """What :func:`segment` did and measured.
 
-def baseline_configuration(cfg: Config) -> SegConfiguration | None:
-    """The real-only mix (all real scans, no synthetic): the reference of every comparison and the HQ scorer."""
-    for conf in cfg.segment.configurations:
-        if conf.real_fraction == 1.0 and conf.synthetic == 0:
-            return conf
-    return None
+    Args:
+        evaluated: configurations whose validation predictions were evaluated.
+        missing: configurations without complete predictions (not evaluated).
+        validation_cases: real validation scans evaluated.
+        paper_table: the paper's table (one row per evaluated configuration).
+        corrected_table: corrected metrics, one row per configuration and BraTS region.
+        timing: every measured timing of the run folder (``segmentation_timing.json``).
+        this_run: the timings of this call (per configuration, ``hq_scoring_s``).
+        summary_path: where the summary was written.
+    """
+
+    evaluated: tuple[str, ...]
+    missing: tuple[str, ...]
+    validation_cases: int
+    paper_table: pd.DataFrame
+    corrected_table: pd.DataFrame
+    timing: dict[str, Any]
+    this_run: dict[str, Any]
+    summary_path: Path
+
+    @classmethod
+    def of(cls, summary: dict[str, Any], this_run: dict[str, Any], summary_path: Path) -> SegmentResult:
+        """Build the result from the summary :func:`evaluate` wrote."""
+        return cls(
+            evaluated=tuple(summary["evaluated"]),
+            missing=tuple(summary["missing"]),
+            validation_cases=int(summary["validation_cases"]),
+            paper_table=pd.DataFrame(summary["paper_table"]),
+            corrected_table=pd.DataFrame(summary["corrected_table"]),
+            timing=dict(summary["timing"]),
+            this_run=this_run,
+            summary_path=summary_path,
+        )
+
+    def configuration_timings(self) -> pd.DataFrame:
+        """One row per configuration that was trained (and timed) in this run folder."""
+        rows = {k: v for k, v in self.timing.items() if isinstance(v, dict) and "n_real" in v}
+        return pd.DataFrame(rows).T
 
 
 def _ordered(cfg: Config) -> list[SegConfiguration]:
@@ -101,20 +100,10 @@ def _needs_hq(conf: SegConfiguration) -> bool:
 
 def _clear_outputs(cfg: Config, plan: DatasetPlan) -> None:
     """A rewritten dataset makes its model and predictions stale: remove them (they are rebuilt)."""
-    for path in (model_dir(cfg, plan).parent, cfg.paths.nnunet / "predictions" / plan.name):
+    for path in (model_dir(cfg, plan).parent, prediction_dir(cfg, plan.name).parent):
         if path.exists():
             log.info("%s: dataset changed, removing stale %s", plan.name, path)
             shutil.rmtree(path)
-
-
-def _val_ids(cfg: Config) -> list[str]:
-    return [d.name for d in real_case_dirs(cfg, "val")]
-
-
-def _predictions_complete(cfg: Config, name: str) -> bool:
-    out = prediction_dir(cfg, name)
-    ids = _val_ids(cfg)
-    return bool(ids) and all((out / f"{i}{FILE_ENDING}").is_file() for i in ids)
 
 
 def run_configuration(
@@ -156,14 +145,14 @@ def compute_hq(cfg: Config, baseline: DatasetPlan, skip_training: bool) -> list[
             f"no synthetic training volumes in {cfg.paths.synthetic / 'train'}: run generation first"
         )
     inputs = cfg.paths.nnunet / "hq_input"
-    export_images({r.id: Path(r.path) for r in pool.itertuples()}, inputs)
+    export_images({str(r.id): Path(str(r.path)) for r in pool.itertuples()}, inputs)
     out = prediction_dir(cfg, baseline.name, "hq")
     run_job(cfg, {**make_job(cfg, baseline, [(inputs, out)], train=False), "name": f"{baseline.name}_hq"})
     table = hq_mod.score_synthetic(cfg, pool, out)
     return table.loc[table["hq"], "id"].tolist()
 
 
-def segment(cfg: Config, configuration: str | None = None, skip_training: bool = False) -> dict[str, Any]:
+def segment(cfg: Config, configuration: str | None = None, skip_training: bool = False) -> SegmentResult:
     """Run the segmentation stage (all configurations, or only ``configuration``) and evaluate.
 
     Args:
@@ -172,7 +161,8 @@ def segment(cfg: Config, configuration: str | None = None, skip_training: bool =
         skip_training: only export datasets (and predict with existing models) and evaluate.
 
     Returns:
-        the summary written to ``<run>/metrics/segmentation.json``.
+        what was evaluated, the two tables and the timings (:class:`SegmentResult`); the same summary is
+        written to ``<run>/metrics/segmentation.json``.
     """
     names = [c.name for c in cfg.segment.configurations]
     if configuration is not None and configuration not in names:
@@ -206,7 +196,7 @@ def segment(cfg: Config, configuration: str | None = None, skip_training: bool =
         timings[conf.name] = {**timing, "wall_s": round(time.perf_counter() - t0, 2), **plan.summary()}
         log.info("configuration %s: %s", conf.name, timing)
         _merge_timings(cfg, timings)  # after every configuration, so an interruption keeps what was measured
-    return {**evaluate(cfg), "this_run": timings}
+    return SegmentResult.of(evaluate(cfg), timings, SegmentationOutputs(cfg.paths).summary)
 
 
 def _plans_source(cfg: Config, conf: SegConfiguration, first_planned: str | None) -> str | None:
@@ -222,7 +212,7 @@ def _plans_source(cfg: Config, conf: SegConfiguration, first_planned: str | None
 
 def _merge_timings(cfg: Config, timings: dict[str, Any]) -> None:
     """Record measured timings; a configuration skipped this time keeps the timing of the run that did it."""
-    path = cfg.paths.metrics / "segmentation_timing.json"
+    path = SegmentationOutputs(cfg.paths).timing
     old = read_json(path) if path.is_file() else {}
     fresh = {
         k: v
@@ -232,236 +222,27 @@ def _merge_timings(cfg: Config, timings: dict[str, Any]) -> None:
     write_json(path, {**old, **fresh, **provenance(cfg.hash)})
 
 
-# -------------------------------------------------------------------------------------------- evaluation
-@dataclass
-class Evaluation:
-    """Everything measured for the configurations that have predictions."""
-
-    paper: pd.DataFrame
-    paper_per_case: pd.DataFrame
-    volumes: pd.DataFrame
-    confusion: dict[str, list[list[int]]]
-    corrected: pd.DataFrame
-    corrected_per_case: pd.DataFrame
-    stats: pd.DataFrame
-    missing: list[str] = field(default_factory=list)
-
-
-def _load_prediction(path: Path, lut: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    img = nib.load(str(path))
-    pred = lut[np.asarray(img.dataobj).astype(np.uint8)]
-    if pred.shape != shape:
-        raise ValueError(f"{path}: prediction shape {pred.shape} != ground truth shape {shape}")
-    return pred
-
-
-def evaluate_configuration(
-    cfg: Config, name: str, truths: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> dict[str, Any]:
-    """Per-case paper and corrected metrics of one configuration's validation predictions."""
-    lut = inverse_label_lut(cfg)
-    pred_dir = prediction_dir(cfg, name)
-    paper_rows, corrected_rows, volume_rows = [], [], []
-    k = len(tumour_values(cfg)) + 1
-    confusion = np.zeros((k, k), np.int64)
-    for case_id, (gt, affine) in tqdm(truths.items(), desc=f"evaluate {name}", unit="case", leave=False):
-        try:
-            pred = _load_prediction(pred_dir / f"{case_id}{FILE_ENDING}", lut, gt.shape)
-        except (OSError, ValueError) as exc:  # one bad prediction is reported, the others still count
-            log.error("%s: %s not evaluated: %s", name, case_id, exc)
-            continue
-        spacing = spacing_of(affine)
-        per_class, cm = paper_case_metrics(gt, pred, cfg)
-        confusion += cm
-        paper_rows += [{"configuration": name, "case": case_id, **r} for r in per_class]
-        corrected_rows += [
-            {"configuration": name, "case": case_id, **r}
-            for r in corrected_case_metrics(gt, pred, cfg, spacing)
-        ]
-        voxel_ml = float(np.prod(spacing)) / 1000.0
-        gv, pv = total_tumour_volume(gt, cfg), total_tumour_volume(pred, cfg)
-        volume_rows.append(
-            {
-                "configuration": name,
-                "case": case_id,
-                "gt_voxels": gv,
-                "pred_voxels": pv,
-                "gt_ml": gv * voxel_ml,
-                "pred_ml": pv * voxel_ml,
-            }
-        )
-    return {"paper": paper_rows, "corrected": corrected_rows, "volumes": volume_rows, "confusion": confusion}
-
-
-@contextlib.contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """Temporarily limit torch's CPU threads (0 = leave as is).
-
-    Why: MONAI's surface metrics run many tiny torch ops; on a busy 2-core CPU their OpenMP start-up
-    dominated (measured 12 s per smoke case with the default threads).
-    """
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def evaluate(cfg: Config) -> dict[str, Any]:
-    """Evaluate every configuration whose validation predictions are complete and write the metrics files."""
-    with _torch_threads(cfg.segment.cpu_threads):
-        return _evaluate(cfg)
-
-
-def _evaluate(cfg: Config) -> dict[str, Any]:
-    truths = {d.name: load_mask(d) for d in real_case_dirs(cfg, "val")}
-    if not truths:
-        raise ExportError(
-            f"no validation cases under {cfg.paths.prepared / 'val'}: run `gliomagen prepare` first"
-        )
-    done = [c.name for c in cfg.segment.configurations if _predictions_complete(cfg, c.name)]
-    missing = [c.name for c in cfg.segment.configurations if c.name not in done]
-    paper, per_case, volumes, corrected, confusion = [], [], [], [], {}
-    for name in done:
-        res = evaluate_configuration(cfg, name, truths)
-        per_case += res["paper"]
-        corrected += res["corrected"]
-        volumes += res["volumes"]
-        confusion[name] = res["confusion"].tolist()
-        vols = pd.DataFrame(res["volumes"])
-        summary = paper_summary(res["paper"], res["confusion"], vols["gt_voxels"], vols["pred_voxels"], cfg)
-        paper.append(
-            {
-                "configuration": name,
-                **summary.row(),
-                "n_cases": len(vols),
-                "hd_pairs_used": summary.n_hd_pairs,
-                "hd_pairs_dropped": summary.n_dropped_pairs,
-                **{f"bland_altman_{k}": v for k, v in summary.bland_altman.items()},
-            }
-        )
-    ev = _assemble(cfg, paper, per_case, volumes, confusion, corrected, missing)
-    return _write(cfg, ev)
-
-
-def _assemble(
-    cfg: Config,
-    paper: list,
-    per_case: list,
-    volumes: list,
-    confusion: dict,
-    corrected: list,
-    missing: list[str],
-) -> Evaluation:
-    corrected_pc = pd.DataFrame(corrected)
-    base = baseline_configuration(cfg)
-    stats = pd.DataFrame()
-    corrected_mean = pd.DataFrame()
-    if not corrected_pc.empty:
-        corrected_mean = (
-            corrected_pc.groupby(["configuration", "region"], sort=False)[list(CORRECTED_METRICS)]
-            .mean()
-            .reset_index()
-        )
-        counts = corrected_pc.groupby(["configuration", "region"], sort=False)["status"].agg(
-            lambda s: ";".join(f"{k}={v}" for k, v in s.value_counts().sort_index().items())
-        )
-        corrected_mean["status_counts"] = counts.to_numpy()
-        if base is not None and base.name in set(corrected_pc["configuration"]):
-            stats = paired_comparison(
-                corrected_pc,
-                CORRECTED_METRICS,
-                base.name,
-                cfg.segment.bootstrap,
-                cfg.segment.confidence,
-                cfg.segment.seed,
-            )
-    return Evaluation(
-        pd.DataFrame(paper),
-        pd.DataFrame(per_case),
-        pd.DataFrame(volumes),
-        confusion,
-        corrected_mean,
-        corrected_pc,
-        stats,
-        missing,
-    )
-
-
-def _write(cfg: Config, ev: Evaluation) -> dict[str, Any]:
-    out = cfg.paths.metrics
-    tables = {
-        "segmentation_paper.csv": ev.paper,
-        "segmentation_paper_per_case.csv": ev.paper_per_case,
-        "segmentation_volumes.csv": ev.volumes,
-        "segmentation_corrected.csv": ev.corrected,
-        "segmentation_corrected_per_case.csv": ev.corrected_per_case,
-        "segmentation_stats.csv": ev.stats,
-    }
-    for fname, frame in tables.items():
-        write_csv(out / fname, frame.assign(config_hash=cfg.hash))
-    classes = ["background", *[lab.name for lab in cfg.tumour_labels]]
-    write_json(
-        out / "segmentation_confusion.json",
-        {
-            **provenance(cfg.hash),
-            "rows": "ground truth",
-            "columns": "prediction",
-            "classes": classes,
-            "matrices": ev.confusion,
-        },
-    )
-    timing_path = out / "segmentation_timing.json"
-    summary = {
-        **provenance(cfg.hash),
-        "evaluated": list(ev.confusion),
-        "missing": ev.missing,
-        "validation_cases": int(ev.volumes["case"].nunique()) if not ev.volumes.empty else 0,
-        "paper_table": ev.paper.to_dict(orient="records"),
-        "corrected_table": ev.corrected.to_dict(orient="records"),
-        "timing": read_json(timing_path) if timing_path.is_file() else {},
-        "files": sorted(tables),
-    }
-    write_json(out / "segmentation.json", summary)
-    if ev.missing:
-        log.warning("no complete predictions yet for: %s", ", ".join(ev.missing))
-    return summary
-
-
 def load_evaluation(cfg: Config) -> Evaluation:
-    """Read the written metrics back (for notebooks and figures)."""
-    out = cfg.paths.metrics
-
-    def read(name: str) -> pd.DataFrame:
-        path = out / name
-        return pd.read_csv(path) if path.is_file() and path.stat().st_size > 1 else pd.DataFrame()
-
-    conf = read_json(out / "segmentation_confusion.json")
-    summary = read_json(out / "segmentation.json")
-    return Evaluation(
-        read("segmentation_paper.csv"),
-        read("segmentation_paper_per_case.csv"),
-        read("segmentation_volumes.csv"),
-        conf["matrices"],
-        read("segmentation_corrected.csv"),
-        read("segmentation_corrected_per_case.csv"),
-        read("segmentation_stats.csv"),
-        summary.get("missing", []),
-    )
+    """The written metrics of the run (:func:`gliomagen.segmentation.outputs.load_evaluation`)."""
+    return outputs.load_evaluation(SegmentationOutputs(cfg.paths))
 
 
 def run_cli(cfg: Config, args: argparse.Namespace) -> None:
-    """``gliomagen segment [--configuration NAME] [--skip-training]``."""
-    summary = segment(
+    """``gliomagen segment [--configuration NAME] [--skip-training]``: run the stage, print the paper table.
+
+    The verb's entry is :mod:`gliomagen.segmentation.cli` (its options and this function); it lives here
+    until ``gliomagen.cli`` names ``gliomagen.segmentation.cli:run_cli``, so that both paths work meanwhile.
+    """
+    result = segment(
         cfg,
         configuration=getattr(args, "configuration", None),
         skip_training=bool(getattr(args, "skip_training", False)),
     )
-    table = pd.DataFrame(summary["paper_table"])
+    table = result.paper_table
     if not table.empty:
-        print(table.drop(columns=[c for c in table if c.startswith("bland_altman")]).to_string(index=False))
+        print(
+            table.drop(columns=[c for c in table.columns if str(c).startswith("bland_altman")]).to_string(
+                index=False
+            )
+        )
     print(f"metrics written to {cfg.paths.metrics}")

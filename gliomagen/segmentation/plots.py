@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import textwrap
 import warnings
-from pathlib import Path
+from collections.abc import Callable
 
 import matplotlib.pyplot as plt
-import nibabel as nib
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
+from gliomagen.bootstrap import bootstrap_subjects
 from gliomagen.cases import load_case
 from gliomagen.config import Config
+from gliomagen.figures.slices import lesion_slice
+from gliomagen.io import load_nifti
 from gliomagen.segmentation.export import FILE_ENDING, inverse_label_lut, real_case_dirs
 from gliomagen.segmentation.metrics import bland_altman
 from gliomagen.segmentation.nnunet import prediction_dir
@@ -67,23 +70,19 @@ def corrected_table(
 
 
 def _bootstrap_ci(
-    values: dict[str, np.ndarray], statistic: object, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    values: dict[str, np.ndarray],
+    statistic: Callable[[list[np.ndarray]], float],
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of ``statistic(list of per-case arrays)`` over cases."""
-    cases = list(values)
-    if len(cases) < 2:
+    """Percentile bootstrap interval of ``statistic(list of per-case arrays)`` over cases
+    (:func:`gliomagen.bootstrap.bootstrap_subjects`; NaN with fewer than two cases)."""
+    rows = list(values.values())
+    if len(rows) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    stats = []
-    for _ in range(n_boot):
-        pick = rng.integers(0, len(cases), len(cases))
-        stats.append(statistic([values[cases[k]] for k in pick]))  # type: ignore[operator]
-    stats_arr = np.asarray(stats, float)
-    stats_arr = stats_arr[np.isfinite(stats_arr)]
-    if stats_arr.size == 0:
-        return float("nan"), float("nan")
-    tail = (1 - level) / 2 * 100
-    return float(np.percentile(stats_arr, tail)), float(np.percentile(stats_arr, 100 - tail))
+    boot = bootstrap_subjects(lambda idx: statistic([rows[k] for k in idx]), len(rows), n_boot, seed, level)
+    return boot.low, boot.high
 
 
 def _paper_statistic(rows: list[np.ndarray]) -> float:
@@ -111,7 +110,7 @@ def plot_distances(
     paper_per_case: pd.DataFrame | None = None,
     n_boot: int = 1000,
     seed: int = 0,
-) -> plt.Figure:
+) -> Figure:
     """HD95/ASSD per configuration: the paper's definition (voxels, empty pairs dropped) and ours (mm).
 
     Bars are the summary values; error bars are 95 % percentile-bootstrap intervals over validation scans.
@@ -191,7 +190,7 @@ def plot_distances(
     return fig
 
 
-def plot_confusions(confusion: dict[str, list[list[int]]], classes: list[str]) -> plt.Figure:
+def plot_confusions(confusion: dict[str, list[list[int]]], classes: list[str]) -> Figure:
     """Row-normalised restricted confusion matrices (rows: tumour ground truth, columns: prediction)."""
     n = max(len(confusion), 1)
     cols = min(n, 3)
@@ -225,7 +224,7 @@ def _signed(value: float, decimals: int) -> str:
     return "n/a" if not np.isfinite(value) else f"{value:+.{decimals}f}"
 
 
-def plot_bland_altman(volumes: pd.DataFrame, unit: str = "ml", region: str = "total tumour") -> plt.Figure:
+def plot_bland_altman(volumes: pd.DataFrame, unit: str = "ml", region: str = "total tumour") -> Figure:
     """Bland-Altman of the total tumour volume (prediction - truth) per configuration, shared axes.
 
     Args:
@@ -271,7 +270,7 @@ def plot_bland_altman(volumes: pd.DataFrame, unit: str = "ml", region: str = "to
 
 def plot_predictions(
     cfg: Config, case_ids: list[str] | None = None, modality: int = 1, max_cases: int = 3
-) -> plt.Figure:
+) -> Figure:
     """Ground truth and each configuration's prediction on the same axial slice (most tumour) per case."""
     val = {d.name: d for d in real_case_dirs(cfg, "val")}
     case_ids = (case_ids or sorted(val))[:max_cases]
@@ -286,11 +285,11 @@ def plot_predictions(
     )
     for row, case_id in enumerate(case_ids):
         case = load_case(val[case_id])
-        z = int(np.argmax(np.isin(case.mask, tumour).sum(axis=(0, 1))))
-        panels = [("ground truth", case.mask)]
+        z = lesion_slice(case.mask, tumour)
+        panels: list[tuple[str, np.ndarray | None]] = [("ground truth", case.mask)]
         for name in names:
             path = prediction_dir(cfg, name) / f"{case_id}{FILE_ENDING}"
-            pred = lut[np.asarray(nib.load(str(path)).dataobj).astype(np.uint8)] if path.is_file() else None
+            pred = lut[np.asarray(load_nifti(path).dataobj).astype(np.uint8)] if path.is_file() else None
             panels.append((name, pred))
         for ax, (title, mask) in zip(axes[row], panels, strict=True):
             ax.imshow(np.rot90(case.image[modality][:, :, z]), cmap="gray")
@@ -314,7 +313,7 @@ def plot_predictions(
     return fig
 
 
-def plot_hq_scores(scores: pd.DataFrame) -> plt.Figure:
+def plot_hq_scores(scores: pd.DataFrame) -> Figure:
     """Distribution of the HQ agreement score, with the kept subset highlighted.
 
     When the kept and the dropped volumes cannot be told apart by their score (every score ties, or the
@@ -326,7 +325,7 @@ def plot_hq_scores(scores: pd.DataFrame) -> plt.Figure:
     keep = scores["hq"].astype(bool)
     kept = scores.loc[keep, "score"].dropna()
     dropped = scores.loc[~keep, "score"].dropna()
-    bins = np.linspace(0, 1, 21)
+    bins = np.linspace(0, 1, 21).tolist()
     ax.hist(s, bins=bins, color="#bbbbbb", label=f"all synthetic (n={len(s)})")
     ax.hist(kept, bins=bins, color="#1f77b4", label=f"high-quality subset (n={len(kept)})")
     ax.set(xlabel="tumour Dice of real-only nnU-Net vs conditioning mask", ylabel="volumes")
@@ -349,10 +348,3 @@ def plot_hq_scores(scores: pd.DataFrame) -> plt.Figure:
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     return fig
-
-
-def save_figure(fig: plt.Figure, path: Path, dpi: int = 150) -> Path:
-    """Save a figure (folder created) and return the path."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    return path

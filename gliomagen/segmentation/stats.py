@@ -3,7 +3,8 @@
 Every configuration is evaluated on the same validation scans, so the comparison is paired by scan: the
 Wilcoxon signed-rank test (scipy) on the per-scan differences, and a seeded percentile bootstrap
 confidence interval of the mean difference that resamples scans (the unit that was sampled, not voxels or
-slices).
+slices), by the project's one bootstrap rule (:func:`gliomagen.bootstrap.bootstrap_subjects`), seeded per
+(configuration, group, metric) so that each interval does not depend on which others were computed.
 """
 
 from __future__ import annotations
@@ -15,24 +16,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from gliomagen.bootstrap import bootstrap_subjects
+from gliomagen.hashing import stable_seed
 
-def bootstrap_mean_ci(
-    diff: np.ndarray, n_boot: int, confidence: float, rng: np.random.Generator
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``mean(diff)`` resampling the paired scans with replacement.
 
-    Args:
-        diff: per-scan differences.
-        n_boot: bootstrap resamples (0 gives NaN bounds).
-        confidence: e.g. 0.95.
-        rng: seeded generator.
-    """
+def mean_ci(diff: np.ndarray, n_boot: int, confidence: float, seed: int) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``mean(diff)`` resampling the paired scans (NaN without scans or resamples)."""
     if n_boot == 0 or diff.size == 0:
         return float("nan"), float("nan")
-    idx = rng.integers(0, diff.size, size=(n_boot, diff.size))
-    means = diff[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    return float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    boot = bootstrap_subjects(lambda idx: float(diff[idx].mean()), diff.size, n_boot, seed, confidence)
+    return boot.low, boot.high
 
 
 def wilcoxon_p(diff: np.ndarray) -> float:
@@ -69,7 +62,6 @@ def paired_comparison(
         ``n_nonfinite`` (scans left out because a value is infinite), ``baseline_mean``, ``mean``, ``mean_diff``,
         ``ci_low``, ``ci_high``, ``p_wilcoxon`` (differences are configuration minus baseline).
     """
-    rng = np.random.default_rng(seed)
     keys = ["case"] + ([group] if group else [])
     rows = []
     groups = sorted(per_case[group].unique()) if group else [None]
@@ -89,7 +81,7 @@ def paired_comparison(
                 n_nonfinite = int((~finite).sum())
                 pair = pair[finite]
                 diff = (pair[conf] - pair[baseline]).to_numpy(float)
-                low, high = bootstrap_mean_ci(diff, n_boot, confidence, rng)
+                low, high = mean_ci(diff, n_boot, confidence, stable_seed(seed, conf, g, metric))
                 rows.append(
                     {
                         "configuration": conf,

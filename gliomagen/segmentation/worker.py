@@ -20,12 +20,14 @@ dies with its parent (:mod:`gliomagen.locks`), so a killed ``segment`` leaves no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +49,82 @@ log = logging.getLogger(__name__)
 
 PLANS = "nnUNetPlans"
 PREPROCESS_MARKER = "gliomagen_preprocessed.json"
+#: cases each extra nnU-Net process must have to pay for its start: nnU-Net *spawns* its pools, and every
+#: spawned process imports torch and nnU-Net again (measured 5-15 s on the busy 2-core CPU), while a smoke
+#: case takes well under a second; below this many cases per process the work runs in this process
+CASES_PER_PROCESS = 50
+
+
+def pool_size(workers: int, n_cases: int) -> int:
+    """nnU-Net processes for ``n_cases``: ``workers`` at most, one per :data:`CASES_PER_PROCESS` cases."""
+    return max(1, min(workers, n_cases // CASES_PER_PROCESS))
+
+
+class _InlineResult:
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def ready(self) -> bool:
+        return True
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self._value
+
+
+class _InlineWorker:
+    def is_alive(self) -> bool:
+        return True
+
+
+class _InlinePool:
+    """The part of ``multiprocessing.Pool`` nnU-Net's fingerprint and integrity check use, run in this process."""
+
+    def __init__(self, processes: int | None = None) -> None:
+        self._pool = [_InlineWorker()]
+
+    def __enter__(self) -> _InlinePool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def starmap(self, fn: Any, iterable: Any) -> list[Any]:
+        return [fn(*args) for args in iterable]
+
+    def starmap_async(self, fn: Any, iterable: Any) -> _InlineResult:
+        return _InlineResult(self.starmap(fn, iterable))
+
+
+class _InlineMultiprocessing:
+    """Stands in for the ``multiprocessing`` module inside nnU-Net's planning modules (one process)."""
+
+    class _Context:
+        Pool = _InlinePool
+
+    @classmethod
+    def get_context(cls, method: str | None = None) -> type[_Context]:
+        return cls._Context
+
+
+@contextlib.contextmanager
+def _pools_inline() -> Iterator[None]:
+    """nnU-Net's fingerprint extraction and dataset check without their (spawned) process pools.
+
+    Both always open a spawn pool, even for one process; here their tasks run in this process instead (the
+    same functions on the same arguments, in order).
+    """
+    from nnunetv2.experiment_planning import verify_dataset_integrity
+    from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+
+    modules = (verify_dataset_integrity, fingerprint_extractor)
+    before = [m.multiprocessing for m in modules]
+    for m in modules:
+        m.multiprocessing = _InlineMultiprocessing
+    try:
+        yield
+    finally:
+        for m, original in zip(modules, before, strict=True):
+            m.multiprocessing = original
 
 
 def _preprocess(job: dict[str, Any]) -> bool:
@@ -65,7 +143,7 @@ def _preprocess(job: dict[str, Any]) -> bool:
         return False
     if pre_dir.exists():
         shutil.rmtree(pre_dir)  # the export changed: stale plans and data must not be reused
-    n = job["processes"]
+    n = pool_size(job["processes"], int(export["n_real"]) + int(export["n_synthetic"]))
     # the planner calls torch.set_num_threads(nnUNet_n_proc_DA), which rejects 0 (single-threaded training)
     da = job["env"]["nnUNet_n_proc_DA"]
     os.environ["nnUNet_n_proc_DA"] = str(max(1, int(da)))  # noqa: SIM112 -- nnU-Net's own name
@@ -73,9 +151,10 @@ def _preprocess(job: dict[str, Any]) -> bool:
     if source:
         _reuse_plans(job, source, pre_dir)
     else:
-        extract_fingerprints(
-            [job["dataset_id"]], num_processes=n, check_dataset_integrity=True, clean=True, verbose=False
-        )
+        with _pools_inline() if n == 1 else contextlib.nullcontext():
+            extract_fingerprints(
+                [job["dataset_id"]], num_processes=n, check_dataset_integrity=True, clean=True, verbose=False
+            )
         plan_experiments([job["dataset_id"]])
         scale_features(pre_dir / f"{PLANS}.json", job["configuration"], job["feature_scale"])
     if n > 1:
@@ -249,7 +328,8 @@ def _predict(job: dict[str, Any], source: Path, out: Path) -> int:
     predictor.initialize_from_trained_model_folder(job["model_dir"], ("all",), "checkpoint_final.pth")
     inputs = [[str(source / f"{c}_{k:04d}{FILE_ENDING}") for k in range(n_ch)] for c in todo]
     outputs = [str(scratch / c) for c in todo]
-    if job["processes"] <= 1:
+    n = pool_size(job["processes"], len(todo))
+    if n == 1:
         predictor.predict_from_files_sequential(inputs, outputs, save_probabilities=False, overwrite=True)
     else:
         predictor.predict_from_files(
@@ -257,8 +337,8 @@ def _predict(job: dict[str, Any], source: Path, out: Path) -> int:
             outputs,
             save_probabilities=False,
             overwrite=True,
-            num_processes_preprocessing=job["processes"],
-            num_processes_segmentation_export=job["processes"],
+            num_processes_preprocessing=n,
+            num_processes_segmentation_export=n,
         )
     out.mkdir(parents=True, exist_ok=True)
     for c in todo:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from matplotlib.figure import Figure
 
 from gliomagen.config import Config
@@ -108,5 +107,6 @@ def fig_predictions(cfg: Config) -> Figure:
 
 def fig_hq_scores(cfg: Config) -> Figure:
     from gliomagen.segmentation import plots
+    from gliomagen.segmentation.outputs import SegmentationOutputs, read_hq_scores
 
-    return plots.plot_hq_scores(pd.read_csv(cfg.paths.metrics / "segmentation_hq_scores.csv"))
+    return plots.plot_hq_scores(read_hq_scores(SegmentationOutputs(cfg.paths)))

@@ -42,9 +42,12 @@ def fidelity(cfg: Config) -> list[Path]:
 
 
 def segmentation(cfg: Config) -> list[Path]:
-    return sorted(cfg.paths.metrics.glob("segmentation*.csv")) + sorted(
-        cfg.paths.metrics.glob("segmentation*.json")
-    )
+    from gliomagen.segmentation.outputs import TABLES, SegmentationOutputs
+
+    out = SegmentationOutputs(cfg.paths)
+    files = [out.table(name) for name in TABLES]
+    files += [out.hq_scores, out.summary, out.confusion, out.timing, out.hq_summary]
+    return [p for p in files if p.is_file()]
 
 
 def nothing(cfg: Config) -> list[Path]:

@@ -91,9 +91,9 @@ def tab_fidelity_corrected(cfg: Config) -> TableResult:
 
 def segmentation_evaluation(cfg: Config) -> Any:
     """The segmentation stage's evaluation record (tables and frames for the segmentation artifacts)."""
-    from gliomagen.segmentation.pipeline import load_evaluation
+    from gliomagen.segmentation.outputs import SegmentationOutputs, load_evaluation
 
-    return load_evaluation(cfg)
+    return load_evaluation(SegmentationOutputs(cfg.paths))
 
 
 def tab_segmentation(cfg: Config) -> TableResult:

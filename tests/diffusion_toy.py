@@ -77,7 +77,7 @@ def tiny_config(run_dir: Path, *extra: str, shape: tuple[int, int, int] = (16, 1
         "train.preview_every=6",
         "train.preview_sampler=ddim",
         "train.preview_steps=5",
-        "train.device=cpu",
+        "runtime.device=cpu",
         *extra,
     ]
     return load_config("smoke", overrides, run_dir=run_dir)

@@ -14,7 +14,7 @@ from gliomagen.config import PhantomConfig, load_config
 from gliomagen.data.phantom import FAULTS, grid_affine, make_phantom
 from gliomagen.data.prepare import prepare, usable_cases, read_cases_table
 
-OVERRIDES = ["data.phantom.patients=4", "data.phantom.faults=true", "data.workers=1", "data.split.n_val=2"]
+OVERRIDES = ["data.phantom.patients=4", "data.phantom.faults=true", "runtime.workers=1", "data.split.n_val=2"]
 SMALL = {"patients": 2, "max_timepoints": 2, "shape": (46, 55, 46), "spacing": 4.0, "seed": 3}
 
 
@@ -157,7 +157,7 @@ def test_bad_scans_in_workers_become_qc_rows_and_outliers_are_clipped(tmp_path: 
     worker_crash = _raw_case(raw, "BraTS-GLI-00008-000")
     (worker_crash / "BraTS-GLI-00008-000-t2w.nii.gz").write_bytes(b"\x1f\x8b not really gzip")
     overrides = [
-        "data.workers=2",
+        "runtime.workers=2",
         "data.split.n_val=1",
         "data.target_shape=[16, 20, 16]",
         "data.qc.exclude=[]",
@@ -200,7 +200,7 @@ def test_degenerate_affine_in_a_worker_is_a_qc_row(tmp_path: Path) -> None:
     header["qform_code"], header["sform_code"], header["srow_x"] = 0, 1, [0.0, 0.0, 0.0, 0.0]
     blob[:348] = header.tobytes()
     path.write_bytes(gzip.compress(bytes(blob)))
-    cfg = load_config("smoke", ["data.workers=2", "data.split.n_val=1", "data.target_shape=[16, 20, 16]"],
+    cfg = load_config("smoke", ["runtime.workers=2", "data.split.n_val=1", "data.target_shape=[16, 20, 16]"],
                       run_dir=tmp_path / "run")  # fmt: skip
     summary = prepare(cfg, raw_dir=raw, progress=False)
     row = read_cases_table(cfg).set_index("id").loc["BraTS-GLI-00003-000"]

@@ -24,7 +24,6 @@ interrupted run.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import shutil
@@ -47,19 +46,22 @@ from gliomagen.config import (
     require_raw_data,
     resolve_path,
 )
+from gliomagen.data.cache import remove_cache, write_cache
 from gliomagen.data.geometry import plan_geometry, resample_image, resample_mask, voxel_spacing
 from gliomagen.data.head import prepared_mask
+from gliomagen.data.outputs import FOLDERS, SPLITS, PrepareOutputs, cache_root, read_cases_table, usable_cases
 from gliomagen.data.parallel import parallel_map
 from gliomagen.data.qc import DETECT_FENCE, Outliers, find_outliers, label_counts, outlier_message, qc_flags
 from gliomagen.data.split import paper_split, patient_split, patients_on_both_sides, read_val_ids
 from gliomagen.data.validate import CaseError, RawCase, RawScan, discover_cases, load_raw_case
+from gliomagen.hashing import content_hash
 from gliomagen.io import provenance, write_csv, write_json, write_text
 from gliomagen.locks import run_lock
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val")
-FOLDERS = ("train", "val", "excluded", "staging")
+#: readers re-exported here for existing callers (their home is gliomagen.data.outputs)
+__all__ = ["PrepareOutputs", "PrepareSummary", "prepare", "read_cases_table", "usable_cases"]
 
 
 @dataclass
@@ -105,7 +107,7 @@ class PrepareSummary:
 def prep_key(data: DataConfig) -> str:
     """Hash of the settings that change a prepared case (not the split, not the worker count)."""
     payload = data.model_dump(mode="json", include={"labels", "head", "intensity", "target_shape", "qc"})
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return content_hash(payload)
 
 
 def source_signature(case_dir: Path) -> list[list[Any]]:
@@ -217,7 +219,9 @@ def _prepare(case: RawCase, data: DataConfig, out_root: Path, config_hash: str) 
     head_file = ", ".join(files[m].name for m in head_from)
     flags = qc_flags(native_counts, mask, data.labels, data.qc, files["seg"].name, voxel_ml, head_file)
     flags += intensity_flags
-    write_case(out_root, Case(case.case_id, image, mask, geom.out_affine), config_hash)
+    case_dir = write_case(out_root, Case(case.case_id, image, mask, geom.out_affine), config_hash)
+    # uncompressed arrays for training (prepared/cache), keyed by these settings and the files just written
+    write_cache(cache_root(out_root.parent), case_dir, prep_key(data), image, mask)
     return {
         "qc_status": "flagged" if flags else "ok",
         "qc_reason": "; ".join(message for _, message in flags),
@@ -243,6 +247,7 @@ def _case_task(task: dict[str, Any]) -> dict[str, Any]:
     try:
         for folder in FOLDERS:  # an old copy (other settings) must not survive under another split
             shutil.rmtree(prepared / folder / case.case_id, ignore_errors=True)
+        remove_cache(cache_root(prepared), case.case_id)
         record = prepare_case(case, data, prepared / "staging", task["config_hash"])
         write_json(prepared / "qc" / f"{case.case_id}.json", record)
     except Exception as exc:  # noqa: BLE001 -- e.g. a full disk: reported for this case, redone next time
@@ -294,7 +299,9 @@ def resolve_raw_dir(cfg: Config, raw_dir: str | Path | None, progress: bool = Tr
         from gliomagen.data.phantom import make_phantom
 
         # the profile's own phantom folder: a stale phantom (other settings/generator) is replaced
-        make_phantom(raw, cfg.data.phantom, cfg.data.workers, cfg.data.target_shape, progress, replace=True)
+        make_phantom(
+            raw, cfg.data.phantom, cfg.runtime.workers, cfg.data.target_shape, progress, replace=True
+        )
     return raw
 
 
@@ -333,7 +340,7 @@ def _prepare_locked(cfg: Config, raw_dir: str | Path | None, progress: bool) -> 
         for c in todo
     ]  # fmt: skip
     results = parallel_map(
-        _case_task, tasks, cfg.data.workers, "prepare cases", progress, on_error=_task_failed
+        _case_task, tasks, cfg.runtime.workers, "prepare cases", progress, on_error=_task_failed
     )
     for record in results:
         records[record["id"]] = record
@@ -343,10 +350,9 @@ def _prepare_locked(cfg: Config, raw_dir: str | Path | None, progress: bool) -> 
     table = cases_table(cfg, ordered, split)
     write_csv(cfg.paths.cases_csv, table)
     summary = _summarise(table, raw, split, len(todo), skipped_folders, missing, time.perf_counter() - start)
-    write_json(
-        prepared / "summary.json", {**asdict(summary), "provenance": provenance(cfg.hash, stage="prepare")}
-    )
-    write_text(prepared / "qc_report.md", qc_report(table, summary))
+    out = PrepareOutputs(cfg.paths)
+    write_json(out.summary, {**asdict(summary), "provenance": provenance(cfg.hash, stage="prepare")})
+    write_text(out.qc_report, qc_report(table, summary))
     _warn_stale(prepared, {c.case_id for c in cases})
     log.info("%s", summary.text())
     return summary
@@ -455,39 +461,12 @@ def _warn_stale(prepared: Path, current: set[str]) -> None:
         )
 
 
-# ------------------------------------------------------------------------------------ downstream
-def read_cases_table(cfg: Config) -> pd.DataFrame:
-    """The prepared ``cases.csv`` of a run (one row per discovered scan).
-
-    Raises:
-        FileNotFoundError: when the data stage has not run yet.
-    """
-    path = cfg.paths.cases_csv
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} does not exist: run `gliomagen prepare` (notebook 01) first")
-    return pd.read_csv(path, dtype={"id": str, "patient": str, "timepoint": str}, keep_default_na=False)
-
-
-def usable_cases(cfg: Config, split: str) -> list[Path]:
-    """The usable prepared case folders of ``split`` (``train`` or ``val``), sorted by case id.
-
-    Args:
-        cfg: the run configuration (reads ``<run>/prepared/cases.csv``).
-        split: ``train`` or ``val``.
-    """
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    table = read_cases_table(cfg)
-    rows = table[(table["split"] == split) & (table["qc_status"] != "invalid")]
-    dirs = [cfg.paths.prepared / split / case_id for case_id in sorted(rows["id"])]
-    return [d for d in dirs if is_complete(d)]
-
-
 def run_cli(cfg: Config, args: argparse.Namespace) -> PrepareSummary:
     """``gliomagen prepare [--raw-dir DIR]``: prints the summary and where the QC report is."""
     summary = prepare(cfg, raw_dir=getattr(args, "raw_dir", None))
     print(summary.text())
-    print(f"  cases table: {cfg.paths.cases_csv}\n  QC report:   {cfg.paths.prepared / 'qc_report.md'}")
+    out = PrepareOutputs(cfg.paths)
+    print(f"  cases table: {out.cases_csv}\n  QC report:   {out.qc_report}")
     table = read_cases_table(cfg)
     for _, row in table[table["qc_status"] != "ok"].iterrows():
         print(f"  {row['qc_status']:>8} {row['id']}: {row['qc_reason']}")

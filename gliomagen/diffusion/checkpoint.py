@@ -135,7 +135,7 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
 # ------------------------------------------------------------------------------------------------ RNG
 def rng_state() -> dict[str, Any]:
     """Global RNG states (torch CPU/CUDA, numpy, python) in a ``weights_only``-safe form."""
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],

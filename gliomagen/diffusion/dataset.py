@@ -1,110 +1,70 @@
-"""Prepared cases as training pairs ``(image, encoded mask)`` and a deterministic sample schedule.
+"""Training data: prepared cases as ``(image, encoded mask)`` pairs, a deterministic sample schedule, and the
+``DataLoader`` that feeds training.
 
 The order of training samples, their timesteps and their noise are pure functions of the config seed and
 the *global sample index* ``g = (step * grad_accum + micro) * batch_size + j``. That makes resuming exact
-without replaying anything, and makes ``n`` DDP processes (each taking a slice of the global batch) see
-exactly the samples and noise of one process with the whole batch.
+without replaying anything, makes ``n`` DDP processes (each taking a slice of the global batch) see exactly
+the samples and noise of one process with the whole batch, and makes the loader's worker processes
+(``runtime.loader_workers``) change nothing but speed: a worker computes sample ``g`` from ``g`` alone.
+Cases are read from the prepared-data cache (:mod:`gliomagen.data.cache`: memory-mapped ``.npy``), not by
+decoding NIfTI files in the training loop.
 """
 
 from __future__ import annotations
 
-import logging
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from gliomagen.cases import case_files, is_complete, load_case
 from gliomagen.config import Config
+from gliomagen.data.cache import BadCaseError, read_cache
+from gliomagen.data.outputs import PrepareOutputs
+from gliomagen.data.prepare import prep_key, usable_cases
 from gliomagen.diffusion.network import encode_mask
 
-log = logging.getLogger(__name__)
+__all__ = [
+    "CaseDataset",
+    "TrainSamples",
+    "case_for_sample",
+    "noise_for_sample",
+    "sample_indices",
+    "usable_cases",
+]
 
-#: cache decoded cases in memory when the whole split is smaller than this
-CACHE_BYTES = 2 * 1024**3
-
-
-def case_dirs(cfg: Config, split: str) -> list[Path]:
-    """Usable prepared case folders of ``split`` (via the data stage's ``cases.csv``)."""
-    try:
-        from gliomagen.data.prepare import usable_cases
-    except ImportError:  # data stage not installed: plain folder listing of the prepared layout
-        return sorted(d for d in (cfg.paths.prepared / split).glob("*") if is_complete(d))
-    return usable_cases(cfg, split)
-
-
-def check_case(case_dir: Path, cfg: Config) -> str | None:
-    """Cheap header check of one prepared case; returns a problem description or ``None``."""
-    shape = tuple(cfg.data.target_shape)
-    for name, path in case_files(case_dir).items():
-        if not path.is_file():
-            return f"{path}: missing"
-        try:
-            got = nib.load(str(path)).shape
-        except Exception as exc:  # nibabel raises several types for broken files
-            return f"{path}: unreadable NIfTI ({exc})"
-        if tuple(got) != shape:
-            return f"{path}: {name} shape {tuple(got)} != data.target_shape {shape}"
-    return None
+#: one training sample: image (4,X,Y,Z), encoded mask (C,X,Y,Z), timestep, noise (4,X,Y,Z)
+Sample = tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]
+#: a collated micro-batch: images, masks, timesteps (B,), noises
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
-def usable_cases(cfg: Config, split: str) -> list[Path]:
-    """Case folders of ``split`` that pass :func:`check_case`; problems are logged, not fatal."""
-    dirs = case_dirs(cfg, split)
-    good = []
-    for d in dirs:
-        problem = check_case(d, cfg)
-        if problem:
-            log.warning("skipping %s case %s: %s", split, d.name, problem)
-        else:
-            good.append(d)
-    if not good:
-        raise FileNotFoundError(
-            f"no usable {split} cases in {cfg.paths.prepared / split}; run `gliomagen prepare` (notebook 01) first"
-        )
-    return good
-
-
-class CaseDataset(Dataset):
+class CaseDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """Prepared cases as ``(image (4,X,Y,Z) in [0,1], encoded mask (C,X,Y,Z))`` float32 tensors.
 
     Args:
-        dirs: case folders.
-        cfg: run configuration (label map, mask encoding).
+        dirs: case folders (``prepared/<split>/<id>``).
+        cfg: run configuration (label map, mask encoding; the cache key from the ``data`` section).
     """
 
     def __init__(self, dirs: list[Path], cfg: Config) -> None:
         self.dirs, self.cfg = dirs, cfg
-        voxels = int(np.prod(cfg.data.target_shape))
-        self.cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
-            {} if len(dirs) * voxels * 4 * 10 < CACHE_BYTES else None
-        )
+        self.cache_root = PrepareOutputs(cfg.paths).cache
+        self.prep = prep_key(cfg.data)
 
     def __len__(self) -> int:
         return len(self.dirs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.cache is not None and index in self.cache:
-            return self.cache[index]
-        item = self._load(self.dirs[index])
-        if self.cache is not None:
-            self.cache[index] = item
-        return item
-
-    def _load(self, case_dir: Path) -> tuple[torch.Tensor, torch.Tensor]:
-        case = load_case(case_dir)
-        lo, hi = float(case.image.min()), float(case.image.max())
-        if lo < -1e-3 or hi > 1 + 1e-3 or not np.isfinite(case.image).all():
-            raise ValueError(
-                f"{case_dir}: image values must be finite and in [0, 1], got [{lo:.3g}, {hi:.3g}]"
-            )
+        case_dir = self.dirs[index]
+        image, mask = read_cache(self.cache_root, case_dir, self.prep)
         try:
-            cond = encode_mask(case.mask, self.cfg)
+            cond = encode_mask(np.array(mask), self.cfg)
         except ValueError as exc:
-            raise ValueError(f"{case_dir / (case_dir.name + '-seg.nii.gz')}: {exc}") from None
-        return torch.from_numpy(np.clip(case.image, 0, 1)), cond
+            raise BadCaseError(f"{case_dir / (case_dir.name + '-seg.nii.gz')}: {exc}") from None
+        return torch.from_numpy(np.array(image)), cond
 
 
 def case_for_sample(g: int, n_cases: int, seed: int) -> int:
@@ -127,3 +87,65 @@ def sample_indices(step: int, micro: int, cfg: Config, rank: int, world: int) ->
     per_rank = b // world
     first = (step * cfg.train.grad_accum + micro) * b + rank * per_rank
     return list(range(first, first + per_rank))
+
+
+class TrainSamples(Dataset[Sample]):
+    """Training sample ``g`` (case, timestep and noise all from ``g``): what a loader worker computes."""
+
+    def __init__(self, cases: CaseDataset, cfg: Config) -> None:
+        self.cases, self.seed, self.timesteps = cases, cfg.train.seed, cfg.diffusion.timesteps
+
+    def __len__(self) -> int:  # the schedule is unbounded; the batch sampler says which g are drawn
+        return 2**62
+
+    def __getitem__(self, g: int) -> Sample:
+        image, cond = self.cases[case_for_sample(g, len(self.cases), self.seed)]
+        t, noise = noise_for_sample(g, tuple(image.shape), self.timesteps, self.seed)
+        return image, cond, t, noise
+
+
+class MicroBatches(Sampler[list[int]]):
+    """The global sample indices of this process's micro-batches, optimiser steps ``start .. stop - 1``."""
+
+    def __init__(self, cfg: Config, start: int, stop: int, rank: int = 0, world: int = 1) -> None:
+        self.cfg, self.start, self.stop, self.rank, self.world = cfg, start, stop, rank, world
+
+    def __len__(self) -> int:
+        return max(0, self.stop - self.start) * self.cfg.train.grad_accum
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start, self.stop):
+            for micro in range(self.cfg.train.grad_accum):
+                yield sample_indices(step, micro, self.cfg, self.rank, self.world)
+
+
+def collate(samples: list[Sample]) -> Batch:
+    """Stack samples into a micro-batch (what the training loop did before the loader: bit-identical)."""
+    images, conds, ts, noises = zip(*samples, strict=True)
+    return torch.stack(images), torch.stack(conds), torch.tensor(ts), torch.stack(noises)
+
+
+def make_loader(
+    cfg: Config, cases: CaseDataset, start: int, stop: int, rank: int = 0, world: int = 1, pin: bool = False
+) -> DataLoader[Any]:
+    """Micro-batches for optimiser steps ``start .. stop - 1`` in order, read by ``runtime.loader_workers``
+    processes (0: in this process) with two micro-batches prefetched per worker.
+
+    Args:
+        cfg: run configuration.
+        cases: the training cases.
+        start: first optimiser step (a resumed run's step).
+        stop: the step after the last.
+        rank: this DDP process.
+        world: DDP processes.
+        pin: pin host memory (CUDA training).
+    """
+    workers = cfg.runtime.loader_workers
+    return DataLoader(
+        TrainSamples(cases, cfg),
+        batch_sampler=MicroBatches(cfg, start, stop, rank, world),
+        num_workers=workers,
+        collate_fn=collate,
+        pin_memory=pin,
+        prefetch_factor=2 if workers else None,
+    )

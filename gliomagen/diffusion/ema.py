@@ -24,7 +24,8 @@ class EMA:
 
     def __init__(self, model: nn.Module, decay: float, every: int, start: int) -> None:
         self.decay, self.every, self.start = decay, every, start
-        self.averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+        average = get_ema_multi_avg_fn(decay)  # type: ignore[no-untyped-call]
+        self.averaged = AveragedModel(model, multi_avg_fn=average, use_buffers=True)
         self.averaged.requires_grad_(False)
         self.averaged.eval()
 

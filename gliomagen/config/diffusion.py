@@ -95,8 +95,12 @@ class TrainConfig(_Section):
         preview_every: steps between preview samples.
         preview_sampler: sampler of the previews.
         preview_steps: sampling steps of the previews.
-        bf16: bf16 autocast (fast on GPUs with bf16 units and CPUs with AVX512-BF16/AMX).
-        grad_checkpointing: recompute activations in the backward pass (less memory, ~30 % more time).
+        bf16: bf16 autocast (fast on GPUs with bf16 units and CPUs with AVX512-BF16/AMX). Recommended
+            with ``grad_checkpointing`` on a 16 GB card: about 11 GiB of tensors at 192x192x144
+            (benchmarks/README.md, memory law); off by default because it changes the arithmetic.
+        grad_checkpointing: recompute activations in the backward pass (exact: the same gradients bit for
+            bit; about 21 GiB of tensors at 192x192x144 in fp32 instead of 66 GiB, so a 24 GB card trains
+            the paper model; more time per step). Turn it off on an 80 GB card for speed.
         channels_last: channels-last-3d memory format.
         compile: ``torch.compile`` the network.
         seed: seed of initialisation, case order and noise.
@@ -122,7 +126,7 @@ class TrainConfig(_Section):
     preview_sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddim"
     preview_steps: int = Field(100, ge=1)
     bf16: bool = False
-    grad_checkpointing: bool = False
+    grad_checkpointing: bool = True
     channels_last: bool = False
     compile: bool = False
     seed: int = 0

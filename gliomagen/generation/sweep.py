@@ -173,11 +173,13 @@ def _sweep(
         skipped += len(cases) - len(todo)
         for k in range(0, len(todo), size):
             batch = todo[k : k + size]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             images, _ = sample_batch(
                 cell, np.stack([c.mask for c in batch]), [seeds[c.case_id] for c in batch]
             )
             per_volume = (time.perf_counter() - t0) / len(batch)
+            # CPU seconds of this process: on a shared machine they depend far less on the others' load
+            cpu_per_volume = (time.process_time() - c0) / len(batch)
             for case, image in zip(batch, images, strict=True):
                 folder = out.sweep_volume_dir(name, nfe, case.case_id)
                 write_case(folder.parent, Case(case.case_id, image, case.mask, case.affine), cfg.hash)
@@ -185,6 +187,7 @@ def _sweep(
                     **_identity(setup, name, nfe, seeds[case.case_id]),
                     "case_id": case.case_id,
                     "seconds": per_volume,
+                    "cpu_seconds": cpu_per_volume,
                     "batch_size": len(batch),
                     "threads": torch.get_num_threads(),
                     "device": str(setup.device),
@@ -285,13 +288,16 @@ def _mean_of(values: np.ndarray) -> Callable[[np.ndarray], float]:
 
 
 def summarise(cfg: Config, volumes: pd.DataFrame) -> pd.DataFrame:
-    """One row per (sampler, NFE): median seconds per volume, each metric's mean over subjects and its CI."""
+    """One row per (sampler, NFE): median wall and CPU seconds per volume (their ratios to DDPM's), each
+    metric's mean over subjects and its CI."""
     fc = cfg.fidelity
     rows = []
     for (name, nfe), g in volumes.groupby(["sampler", "nfe"], sort=False):
         g = g.sort_values("case_id")
         row: dict[str, Any] = {"sampler": str(name), "nfe": int(str(nfe)), "n_subjects": len(g)}
         row["seconds_per_volume"] = float(g["seconds"].median())
+        cpu = g["cpu_seconds"] if "cpu_seconds" in g else pd.Series(dtype=float)
+        row["cpu_seconds_per_volume"] = float(cpu.median()) if cpu.notna().any() else np.nan
         for m in METRICS:
             values = g[m].to_numpy(float)
             if not np.isfinite(values).any():
@@ -309,6 +315,10 @@ def summarise(cfg: Config, volumes: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame(rows)
     ddpm = table.loc[table["sampler"] == "ddpm", "seconds_per_volume"]
     table["speedup_vs_ddpm"] = float(ddpm.iloc[0]) / table["seconds_per_volume"] if len(ddpm) else np.nan
+    ddpm_cpu = table.loc[table["sampler"] == "ddpm", "cpu_seconds_per_volume"]
+    table["cpu_speedup_vs_ddpm"] = (
+        float(ddpm_cpu.iloc[0]) / table["cpu_seconds_per_volume"] if len(ddpm_cpu) else np.nan
+    )
     return table
 
 

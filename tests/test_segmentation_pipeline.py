@@ -77,8 +77,9 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
     assert again.paper_table.equals(summary.paper_table)
 
 
-def _worker_pids() -> list[int]:
-    """PIDs of running nnU-Net worker processes (python -m gliomagen.segmentation.nnunet)."""
+def _worker_pids(root: object) -> list[int]:
+    """PIDs of running nnU-Net worker processes (python -m gliomagen.segmentation.worker) of run folder
+    ``root`` (their job file lies in it; other runs on the machine are not this test's)."""
     from pathlib import Path
 
     pids = []
@@ -89,7 +90,11 @@ def _worker_pids() -> list[int]:
                 state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
             except OSError:
                 continue
-            if b"gliomagen.segmentation.nnunet" in cmd and state != "Z":
+            if (
+                b"gliomagen.segmentation.worker" in cmd
+                and str(root).encode() in b" ".join(cmd)
+                and state != "Z"
+            ):
                 pids.append(int(entry.name))
     return pids
 
@@ -135,16 +140,18 @@ def test_killed_segment_leaves_no_worker_and_training_resumes(tmp_path, capsys):
         while not (fold / "checkpoint_latest.pth").is_file():
             assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint_latest.pth appeared"
             time.sleep(0.05)
-        workers = _worker_pids()
+        workers = _worker_pids(cfg.paths.root)
         assert workers
         assert main(args) == 2  # a second run on the same folder is refused while the first runs
         assert "is busy: 'segment-real_only' is running in pid" in capsys.readouterr().err
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         deadline = time.monotonic() + 20
-        while set(workers) & set(_worker_pids()) and time.monotonic() < deadline:
+        while set(workers) & set(_worker_pids(cfg.paths.root)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not set(workers) & set(_worker_pids()), "the nnU-Net worker outlived its killed parent"
+        assert not set(workers) & set(_worker_pids(cfg.paths.root)), (
+            "the nnU-Net worker outlived its killed parent"
+        )
     finally:
         proc.kill()
     assert not (fold / "checkpoint_final.pth").exists()

@@ -52,8 +52,10 @@ def test_inline_pool_runs_tasks_in_order_in_this_process():
     assert pool.starmap(pow, [(2, 3), (3, 2)]) == [8, 9]
     assert pool.starmap_async(pow, [(2, 5)]).get() == [32] and all(w.is_alive() for w in pool._pool)
     from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+    from nnunetv2.utilities import utils
 
-    before = fingerprint_extractor.multiprocessing
+    before, pool_before = fingerprint_extractor.multiprocessing, utils.Pool
     with _pools_inline():
         assert fingerprint_extractor.multiprocessing.get_context("spawn").Pool is _InlinePool
-    assert fingerprint_extractor.multiprocessing is before
+        assert utils.Pool is _InlinePool
+    assert fingerprint_extractor.multiprocessing is before and utils.Pool is pool_before

@@ -108,23 +108,30 @@ class _InlineMultiprocessing:
 
 @contextlib.contextmanager
 def _pools_inline() -> Iterator[None]:
-    """nnU-Net's fingerprint extraction and dataset check without their (spawned) process pools.
+    """nnU-Net's fingerprint extraction, dataset check and case listing without their process pools.
 
-    Both always open a spawn pool, even for one process; here their tasks run in this process instead (the
-    same functions on the same arguments, in order).
+    The first two always open a spawn pool, even for one process; the case listing
+    (``get_filenames_of_train_images_and_targets``) opens a *fork* pool of 12, which in this process (torch
+    and its threads already loaded) once deadlocked a smoke run (two forked children waiting on a lock
+    forever). Here their tasks run in this process instead (the same functions on the same arguments, in
+    order).
     """
     from nnunetv2.experiment_planning import verify_dataset_integrity
     from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
+    from nnunetv2.utilities import utils
 
     modules = (verify_dataset_integrity, fingerprint_extractor)
     before = [m.multiprocessing for m in modules]
+    pool_before = utils.Pool
     for m in modules:
         m.multiprocessing = _InlineMultiprocessing
+    utils.Pool = _InlinePool
     try:
         yield
     finally:
         for m, original in zip(modules, before, strict=True):
             m.multiprocessing = original
+        utils.Pool = pool_before
 
 
 def _preprocess(job: dict[str, Any]) -> bool:
@@ -189,7 +196,8 @@ def _preprocess_sequential(job: dict[str, Any]) -> None:
     gt_dir = pre_dir / "gt_segmentations"
     gt_dir.mkdir(exist_ok=True)
     preprocessor = conf.preprocessor_class(verbose=False)
-    dataset = get_filenames_of_train_images_and_targets(str(raw), dataset_json)
+    with _pools_inline():
+        dataset = get_filenames_of_train_images_and_targets(str(raw), dataset_json)
     source = job.get("plans_from")
     shared = pre_dir.parent / source / conf.data_identifier if source else None
     reused = 0

@@ -45,7 +45,7 @@ TINY = [
     "train.preview_steps=5",
     "generate.sampler=ddim",
     "generate.steps=2",
-    "generate.device=cpu",
+    "runtime.device=cpu",
 ]
 
 

@@ -23,7 +23,9 @@ ORIENTATIONS = ("RAS",)
 
 
 def _transform(affine: np.ndarray, target: str) -> np.ndarray:
-    transform: np.ndarray = ornt_transform(io_orientation(np.asarray(affine, float)), axcodes2ornt(tuple(target)))
+    transform: np.ndarray = ornt_transform(
+        io_orientation(np.asarray(affine, float)), axcodes2ornt(tuple(target))
+    )
     return transform
 
 

@@ -52,6 +52,66 @@ STAGES: dict[str, tuple[str, int, str]] = {
 }
 
 
+#: what each CLI verb reads and writes (shown by ``gliomagen <verb> --help``)
+VERB_IO: dict[str, tuple[str, str]] = {
+    "phantom": ("nothing (built from nilearn's bundled MNI152 template)", "<run>/raw/ (or --out)"),
+    "prepare": (
+        "the raw BraTS-layout folder (data.raw_dir, --raw-dir; smoke: <run>/raw/)",
+        "<run>/prepared/{train,val,excluded}/, prepared/cases.csv, prepared/qc_report.md",
+    ),
+    "train": (
+        "<run>/prepared/ (from `gliomagen prepare`)",
+        "<run>/checkpoints/*.pt, <run>/training/ (loss CSVs, TensorBoard, previews)",
+    ),
+    "augment": (
+        "<run>/prepared/train/ masks (from `gliomagen prepare`)",
+        "<run>/augmented_masks/ and its manifest.csv",
+    ),
+    "generate": (
+        "<run>/checkpoints/ (from `gliomagen train`), validation masks, <run>/augmented_masks/ "
+        "(from `gliomagen augment`)",
+        "<run>/synthetic/{val,train}/ and synthetic/manifest.csv",
+    ),
+    "fidelity": (
+        "<run>/prepared/val/ and <run>/synthetic/val/ (from `gliomagen generate`)",
+        "<run>/metrics/fidelity*.json|csv",
+    ),
+    "segment": (
+        "<run>/prepared/ and <run>/synthetic/ (from `gliomagen prepare` and `gliomagen generate`)",
+        "<run>/nnunet/ (datasets, models, predictions), <run>/metrics/segmentation*.json|csv",
+    ),
+    "figures": (
+        "every stage's outputs in <run>/",
+        "<run>/figures/, <run>/paper_generated/; then, if the run is complete, the published copy "
+        "figures/<profile>/ and paper/generated/<profile>/",
+    ),
+    "import-weights": (
+        "the original's released checkpoint (SRC, a .pt with step, model, ema; loaded without running code)",
+        "a project checkpoint (--out) for the paper network",
+    ),
+    "sample": (
+        "one mask file (--mask) and a checkpoint (--checkpoint, default: the run's generate.checkpoint)",
+        "the four generated modalities in the mask's geometry, in --out",
+    ),
+    "reader-study": (
+        "<run>/prepared/val/ and <run>/synthetic/ (from `gliomagen generate`); answers for `score`",
+        "<run>/reader_study/ (kit, key, scores)",
+    ),    "sweep-samplers": (
+        "<run>/checkpoints/ (from `gliomagen train`), <run>/prepared/val/ masks, the real-only nnU-Net model "
+        "when `gliomagen segment` has run",
+        "<run>/sampler_sweep/ (volumes, figure) and <run>/metrics/sampler_sweep*.{csv,json}",
+    ),
+    "paper": (
+        "the published copy figures/<profile>/ and paper/generated/<profile>/ (from `gliomagen figures`)",
+        "paper/gliomagen-<profile>.pdf (where LaTeX exists); the check itself writes nothing",
+    ),
+    "fetch-weights": (
+        "the internet (torchvision's and torch-fidelity's Inception weights)",
+        "the torch hub cache or --weights-dir",
+    ),
+}
+
+
 class StageNotBuilt(RuntimeError):
     pass
 
@@ -133,10 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--explain", action="store_true", help="describe every key (and show where it differs from paper)"
     )
 
-    from gliomagen.runner import STAGE_IO
-
     for name, (_, _issue, help_text) in STAGES.items():
-        reads, writes = STAGE_IO.get(name, ("", ""))
+        reads, writes = VERB_IO.get(name, ("", ""))
         p = sub.add_parser(
             name,
             help=help_text,
@@ -287,7 +345,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=True,
             )
             return 0 if result.ok else 1
-        from gliomagen.runner import first_missing_stage
+        from gliomagen.stages import first_missing_stage
 
         val_only = args.command == "generate" and getattr(args, "which", None) == "val"
         needs: tuple[str, ...] | None = ("train",) if val_only else None

@@ -1,5 +1,4 @@
-"""Execute the Jupytext notebooks in order with papermill (the ``gliomagen reproduce`` command), and the
-stage order that the CLI enforces.
+"""Execute the Jupytext notebooks in order with papermill (the ``gliomagen reproduce`` command).
 
 Each ``notebooks/NN_name.py`` (Jupytext percent format) is converted in memory with jupytext and executed
 with papermill on the ``python3`` kernel, with ``profile``, ``overrides`` and ``run_dir`` injected into the
@@ -11,8 +10,7 @@ the notebooks print (including each stage's own progress bars) goes to ``<run-di
 together with the runner's messages. The kernel talks to papermill over IPC sockets in a private temporary
 folder, not over unencrypted TCP.
 
-:data:`STAGE_OUTPUTS` names the outputs that show a stage has run and :data:`STAGE_NEEDS` the stages each one
-reads from; :func:`first_missing_stage` is what ``gliomagen <stage>`` checks before it starts.
+The stages' order, outputs and needs are in :mod:`gliomagen.stages`.
 """
 
 from __future__ import annotations
@@ -24,118 +22,15 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from gliomagen.config import Config, load_config
+from gliomagen.config import load_config
 from gliomagen.paths import NOTEBOOK_DIR, PROJECT_ROOT
 
 log = logging.getLogger(__name__)
-
-#: pipeline stages in order, each with the outputs (relative to the run folder, glob patterns allowed) that
-#: show it has run; a stage's other outputs are its own business
-STAGE_OUTPUTS: dict[str, Callable[[Config], list[Path]]] = {
-    "prepare": lambda cfg: [cfg.paths.cases_csv],
-    "train": lambda cfg: [cfg.paths.checkpoints / "*.pt", cfg.paths.training / "train_log.csv"],
-    "augment": lambda cfg: [cfg.paths.augmented / "manifest.csv"],
-    "generate": lambda cfg: [cfg.paths.synthetic / "manifest.csv"],
-    "fidelity": lambda cfg: [cfg.paths.metrics / "fidelity.json"],
-    "segment": lambda cfg: [cfg.paths.metrics / "segmentation.json"],
-}
-#: the stages whose outputs a stage reads (direct needs; :func:`first_missing_stage` follows them down)
-STAGE_NEEDS: dict[str, tuple[str, ...]] = {
-    "train": ("prepare",),
-    "augment": ("prepare",),
-    "generate": ("train", "augment"),
-    "fidelity": ("generate",),
-    "segment": ("prepare", "generate"),
-    # the kit reads prepared/val and synthetic/val; the stage itself names a missing synthetic volume
-    "reader-study": ("prepare",),
-}
-#: what each CLI verb reads and writes (shown by ``gliomagen <verb> --help``)
-STAGE_IO: dict[str, tuple[str, str]] = {
-    "phantom": ("nothing (built from nilearn's bundled MNI152 template)", "<run>/raw/ (or --out)"),
-    "prepare": (
-        "the raw BraTS-layout folder (data.raw_dir, --raw-dir; smoke: <run>/raw/)",
-        "<run>/prepared/{train,val,excluded}/, prepared/cases.csv, prepared/qc_report.md",
-    ),
-    "train": (
-        "<run>/prepared/ (from `gliomagen prepare`)",
-        "<run>/checkpoints/*.pt, <run>/training/ (loss CSVs, TensorBoard, previews)",
-    ),
-    "augment": (
-        "<run>/prepared/train/ masks (from `gliomagen prepare`)",
-        "<run>/augmented_masks/ and its manifest.csv",
-    ),
-    "generate": (
-        "<run>/checkpoints/ (from `gliomagen train`), validation masks, <run>/augmented_masks/ "
-        "(from `gliomagen augment`)",
-        "<run>/synthetic/{val,train}/ and synthetic/manifest.csv",
-    ),
-    "fidelity": (
-        "<run>/prepared/val/ and <run>/synthetic/val/ (from `gliomagen generate`)",
-        "<run>/metrics/fidelity*.json|csv",
-    ),
-    "segment": (
-        "<run>/prepared/ and <run>/synthetic/ (from `gliomagen prepare` and `gliomagen generate`)",
-        "<run>/nnunet/ (datasets, models, predictions), <run>/metrics/segmentation*.json|csv",
-    ),
-    "figures": (
-        "every stage's outputs in <run>/",
-        "<run>/figures/, <run>/paper_generated/; then, if the run is complete, the published copy "
-        "figures/<profile>/ and paper/generated/<profile>/",
-    ),
-    "import-weights": (
-        "the original's released checkpoint (SRC, a .pt with step, model, ema; loaded without running code)",
-        "a project checkpoint (--out) for the paper network",
-    ),
-    "sample": (
-        "one mask file (--mask) and a checkpoint (--checkpoint, default: the run's generate.checkpoint)",
-        "the four generated modalities in the mask's geometry, in --out",
-    ),
-    "reader-study": (
-        "<run>/prepared/val/ and <run>/synthetic/ (from `gliomagen generate`); answers for `score`",
-        "<run>/reader_study/ (kit, key, scores)",
-    ),
-}
-
-
-def missing_outputs(cfg: Config, stage: str) -> list[str]:
-    """The outputs of ``stage`` that do not exist in the run folder (glob patterns must match a file)."""
-    missing = []
-    for pattern in STAGE_OUTPUTS[stage](cfg):
-        found = any(pattern.parent.glob(pattern.name)) if "*" in pattern.name else pattern.is_file()
-        if not found:
-            missing.append(str(pattern))
-    return missing
-
-
-def first_missing_stage(cfg: Config, stage: str, needs: tuple[str, ...] | None = None) -> str | None:
-    """The earliest stage that ``stage`` needs (directly or through another stage) that has not run.
-
-    Args:
-        cfg: run configuration (the run folder).
-        stage: the CLI verb about to run.
-        needs: its direct needs when they differ from :data:`STAGE_NEEDS` (``generate --which val`` needs no
-            augmented masks).
-    """
-    needed: list[str] = []
-
-    def walk(direct: tuple[str, ...]) -> None:
-        for need in direct:
-            walk(STAGE_NEEDS.get(need, ()))
-            if need not in needed:
-                needed.append(need)
-
-    walk(STAGE_NEEDS.get(stage, ()) if needs is None else needs)
-    order = list(STAGE_OUTPUTS)
-    for need in sorted(needed, key=order.index):
-        if missing_outputs(cfg, need):
-            return need
-    return None
-
 
 NOTEBOOK_PATTERN = re.compile(r"^(\d{2})_[A-Za-z0-9_]+\.py$")
 EXPECTED_NOTEBOOKS: dict[int, str] = {
@@ -404,7 +299,11 @@ def run_notebooks(
     known = set(EXPECTED_NOTEBOOKS) | set(found)
     stop = max(known) if stop is None else stop
     numbers = sorted(set(range(start, stop + 1)) & known)
-    parameters: dict[str, object] = {"profile": profile, "overrides": overrides, "run_dir": str(cfg.paths.root)}
+    parameters: dict[str, object] = {
+        "profile": profile,
+        "overrides": overrides,
+        "run_dir": str(cfg.paths.root),
+    }
     result = RunResult()
     failed = False
     log_path = cfg.paths.logs / "reproduce.log"

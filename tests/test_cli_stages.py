@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gliomagen.cli import STAGES, build_parser, main
+from gliomagen.cli import STAGES, VERB_IO, build_parser, main
 from gliomagen.config import load_config
-from gliomagen.runner import STAGE_IO, first_missing_stage
+from gliomagen.stages import first_missing_stage
 
 
 @pytest.mark.parametrize("verb", ["train", "augment", "generate", "segment", "fidelity"])
@@ -68,7 +68,7 @@ def test_every_verb_help_says_what_it_reads_and_writes(verb: str) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[verb]  # type: ignore[union-attr]
     text = sub.format_help()
-    reads, writes = STAGE_IO[verb]
+    reads, writes = VERB_IO[verb]
     assert "reads:" in text and "writes:" in text
     assert reads.split()[0] in text and writes.split()[0] in text
     assert "NnU-Net" not in text

@@ -105,11 +105,11 @@ def incomplete(cfg: Config) -> list[str]:
     :func:`gliomagen.figures.regenerate.regenerate` (every figure and table made) and the source hashes of every table.
     """
     from gliomagen.figures.artifacts import ARTIFACTS
-    from gliomagen.runner import STAGE_OUTPUTS, missing_outputs
+    from gliomagen.stages import PIPELINE, missing_outputs
 
     problems = [
         f"stage {stage!r} is incomplete: {', '.join(missing)}"
-        for stage in STAGE_OUTPUTS
+        for stage in PIPELINE
         if (missing := missing_outputs(cfg, stage))
     ]
     index = FiguresOutputs(cfg.paths).index

@@ -78,3 +78,17 @@ def test_no_capitalised_nnunet_anywhere_in_help(capsys: pytest.CaptureFixture[st
     with pytest.raises(SystemExit):
         main(["--help"])
     assert "NnU-Net" not in capsys.readouterr().out
+
+
+def test_a_need_whose_outputs_exist_is_satisfied_however_they_were_made(tmp_path: Path) -> None:
+    """Validation volumes generated from imported weights: fidelity can run although nothing was trained."""
+    from gliomagen.data.outputs import PrepareOutputs
+    from gliomagen.generation.outputs import GenerationOutputs
+
+    cfg = load_config("smoke", run_dir=tmp_path)
+    for marker in [*PrepareOutputs(cfg.paths).markers(), *GenerationOutputs(cfg.paths).markers()]:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text("id\n")
+    assert first_missing_stage(cfg, "fidelity") is None
+    assert first_missing_stage(cfg, "segment") is None
+    assert first_missing_stage(cfg, "sweep-samplers") == "train"

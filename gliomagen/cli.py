@@ -226,7 +226,7 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name == "generate":
         p.add_argument("--which", choices=["val", "synthetic", "all"], default="all", help="which masks")
         p.add_argument(
-            "--sampler", choices=["ddpm", "ddim", "dpmpp"], default=None, help="override the sampler"
+            "--sampler", choices=["ddpm", "ddim", "dpmpp", "unipc"], default=None, help="override the sampler"
         )
         p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
         p.add_argument(
@@ -246,7 +246,7 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--mask", required=True, help="a 3D label map (.nii/.nii.gz) in the profile's labels")
         p.add_argument("--checkpoint", default=None, help="checkpoint file (default: generate.checkpoint)")
         p.add_argument(
-            "--sampler", choices=["ddpm", "ddim", "dpmpp"], default=None, help="override the sampler"
+            "--sampler", choices=["ddpm", "ddim", "dpmpp", "unipc"], default=None, help="override the sampler"
         )
         p.add_argument("--steps", type=int, default=None, help="number of sampling steps")
         p.add_argument("--seed", type=int, default=None, help="noise seed (default: from generate.seed)")

@@ -123,7 +123,7 @@ class TrainConfig(_Section):
     val_timesteps: list[int] = [50, 250, 500, 750, 950]
     early_stopping_patience: int | None = None
     preview_every: int = Field(25_000, ge=1)
-    preview_sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddim"
+    preview_sampler: Literal["ddpm", "ddim", "dpmpp", "unipc"] = "ddim"
     preview_steps: int = Field(100, ge=1)
     bf16: bool = False
     grad_checkpointing: bool = True

@@ -52,7 +52,8 @@ class GenerateConfig(_Section):
     """Generation (``gliomagen generate``) from the EMA weights of a checkpoint.
 
     Args:
-        sampler: ``ddpm`` (the paper's ancestral sampler, all T steps), ``ddim`` or ``dpmpp``.
+        sampler: ``ddpm`` (the paper's ancestral sampler, all T steps), ``ddim``, ``dpmpp`` (DPM-Solver++ 2M) or
+            ``unipc`` (UniPC bh2); every sampler clamps its x0 prediction and re-derives the noise from it.
         steps: sampling steps (``ddpm`` needs ``diffusion.timesteps``).
         eta: DDIM stochasticity (0 = deterministic).
         batch_size: volumes per sampler call.
@@ -69,7 +70,7 @@ class GenerateConfig(_Section):
             encoding, network, diffusion) differs from the run's; refused by default, naming the keys.
     """
 
-    sampler: Literal["ddpm", "ddim", "dpmpp"] = "ddpm"
+    sampler: Literal["ddpm", "ddim", "dpmpp", "unipc"] = "ddpm"
     steps: int = Field(1000, ge=1)
     eta: float = Field(0.0, ge=0)
     batch_size: int = Field(1, ge=1)

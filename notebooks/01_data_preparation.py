@@ -31,7 +31,8 @@ from IPython.display import Markdown, display
 
 from gliomagen.config import load_config
 from gliomagen.data import plots
-from gliomagen.data.prepare import prepare, read_cases_table, usable_cases
+from gliomagen.data.outputs import read_cases_table, usable_cases
+from gliomagen.data.prepare import prepare
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")

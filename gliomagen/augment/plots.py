@@ -12,6 +12,7 @@ from gliomagen.augment.outputs import AugmentationOutputs, read_manifest
 from gliomagen.augment.stage import training_mask_dirs
 from gliomagen.cases import load_mask, modality_path
 from gliomagen.config import Config
+from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.figures.palette import label_cmap
 from gliomagen.figures.slices import lesion_slice
 
@@ -43,7 +44,7 @@ def plot_augmentation_examples(cfg: Config, aug_ids: Sequence[str] | None = None
     for row_axes, aug_id in zip(axes, aug_ids, strict=True):
         info = by_id[aug_id]
         source_id = str(info["source_id"])
-        src_dir = sources.get(source_id, cfg.paths.prepared / "train" / source_id)
+        src_dir = sources.get(source_id, PrepareOutputs(cfg.paths).folder("train") / source_id)
         src, _ = load_mask(src_dir)
         aug = np.asarray(nib.load(str(outputs.mask(aug_id))).dataobj).astype(np.uint8)  # type: ignore[attr-defined]
         k = lesion_slice(src, tumour, axis=2)

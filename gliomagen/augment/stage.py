@@ -26,7 +26,7 @@ from gliomagen.augment.outputs import (
 from gliomagen.augment.recipe import AugmentResult, aug_id_for, augment_hash, augment_mask
 from gliomagen.cases import load_mask, modality_path
 from gliomagen.config import Config
-from gliomagen.data.prepare import usable_cases
+from gliomagen.data.outputs import PrepareOutputs, usable_cases
 from gliomagen.io import provenance, write_csv, write_json, write_nifti
 from gliomagen.locks import run_lock
 
@@ -167,7 +167,7 @@ def _augment_locked(
     sources = training_mask_dirs(cfg)
     if not sources:
         raise FileNotFoundError(
-            f"no training masks under {cfg.paths.prepared / 'train'}; run `gliomagen prepare` first"
+            f"no training masks under {PrepareOutputs(cfg.paths).folder('train')}; run `gliomagen prepare` first"
         )
     all_ids = {p.name for p in sources}
     if limit is not None:

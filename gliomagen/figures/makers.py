@@ -14,7 +14,7 @@ from gliomagen.figures.tables import segmentation_evaluation
 
 def fig_head_label(cfg: Config) -> Figure:
     from gliomagen.data import plots
-    from gliomagen.data.prepare import read_cases_table
+    from gliomagen.data.outputs import read_cases_table
 
     table = read_cases_table(cfg)
     first = table[table["split"] == "train"]["source"].iloc[0]
@@ -23,7 +23,7 @@ def fig_head_label(cfg: Config) -> Figure:
 
 def fig_modalities(cfg: Config) -> Figure:
     from gliomagen.data import plots
-    from gliomagen.data.prepare import usable_cases
+    from gliomagen.data.outputs import usable_cases
 
     return plots.plot_cases(cfg, usable_cases(cfg, "train")[:2] + usable_cases(cfg, "val")[:1])
 

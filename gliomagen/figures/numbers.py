@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from gliomagen.augment.outputs import AugmentationOutputs, read_manifest
 from gliomagen.config import Config
+from gliomagen.data.outputs import PrepareOutputs, read_cases_table
+from gliomagen.diffusion.outputs import TrainingOutputs, read_train_log
 from gliomagen.fidelity.outputs import FidelityOutputs, read_results
 from gliomagen.figures import export
 from gliomagen.figures.outputs import FiguresOutputs
@@ -25,9 +25,9 @@ def _fmt_int(value: float | int) -> str:
 
 
 def _data_numbers(cfg: Config) -> dict[str, str]:
-    if not cfg.paths.cases_csv.exists():
+    if not PrepareOutputs(cfg.paths).cases_csv.exists():
         return {k: NA for k in ("RNumCases", "RNumPatients", "RNumTrain", "RNumVal", "RNumExcluded")}
-    table = pd.read_csv(cfg.paths.cases_csv, dtype={"patient": str})
+    table = read_cases_table(cfg)
     return {
         "RNumCases": str(len(table)),
         "RNumPatients": str(table["patient"].nunique()),
@@ -48,9 +48,9 @@ def _model_numbers(cfg: Config) -> dict[str, str]:
         "RTrainSteps": NA,
         "RSecondsPerStep": NA,
     }
-    log_path = cfg.paths.training / "train_log.csv"
-    if log_path.exists():
-        log = pd.read_csv(log_path)
+    training = TrainingOutputs(cfg.paths)
+    if training.train_log.exists():
+        log = read_train_log(training)
         numbers["RTrainSteps"] = str(int(log["step"].max()))
         numbers["RSecondsPerStep"] = f"{log['seconds'].median():.2f}"
     return numbers
@@ -103,8 +103,8 @@ def collect_numbers(cfg: Config) -> dict[str, str]:
 
 def number_sources(cfg: Config) -> list[Path]:
     candidates = [
-        cfg.paths.cases_csv,
-        cfg.paths.training / "train_log.csv",
+        PrepareOutputs(cfg.paths).cases_csv,
+        TrainingOutputs(cfg.paths).train_log,
         AugmentationOutputs(cfg.paths).manifest,
         FidelityOutputs(cfg.paths).results_json,
     ]

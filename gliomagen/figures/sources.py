@@ -6,19 +6,22 @@ from pathlib import Path
 
 from gliomagen.augment.outputs import AugmentationOutputs
 from gliomagen.config import Config
+from gliomagen.data.outputs import PrepareOutputs
+from gliomagen.diffusion.outputs import TrainingOutputs
 from gliomagen.fidelity.outputs import FidelityOutputs
 
 
 def cases_table(cfg: Config) -> list[Path]:
-    return [cfg.paths.cases_csv]
+    return [PrepareOutputs(cfg.paths).cases_csv]
 
 
 def training_logs(cfg: Config) -> list[Path]:
-    return sorted(p for p in cfg.paths.training.glob("*.csv"))
+    training = TrainingOutputs(cfg.paths)
+    return [p for p in (training.train_log, training.val_log) if p.is_file()]
 
 
 def previews(cfg: Config) -> list[Path]:
-    return sorted(cfg.paths.training.rglob("*.png"))
+    return sorted(TrainingOutputs(cfg.paths).previews.glob("*.png"))
 
 
 def augment_manifest(cfg: Config) -> list[Path]:

@@ -17,7 +17,7 @@ TableResult = tuple[pd.DataFrame, str]
 
 def tab_run_data(cfg: Config) -> TableResult:
     from gliomagen.data import plots
-    from gliomagen.data.prepare import read_cases_table
+    from gliomagen.data.outputs import read_cases_table
 
     frame = plots.overview(read_cases_table(cfg)).reset_index()
     return frame, f"Scans and patients per split and QC outcome in this run ({cfg.profile} profile)."

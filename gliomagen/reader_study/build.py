@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from gliomagen import __version__
 from gliomagen.cases import modality_path
 from gliomagen.config import MODALITIES, Config, ReaderStudyConfig
+from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.hashing import content_hash
 from gliomagen.io import provenance, read_json, write_csv, write_json
 from gliomagen.locks import run_lock
@@ -332,7 +333,7 @@ def _build_locked(cfg: Config, force: bool) -> KitResult:
     synthetic = GenerationOutputs(cfg.paths).synthetic / "val"
     if not real or not synthetic.is_dir():
         raise KitError(
-            f"the reader study needs real validation cases in {cfg.paths.prepared / 'val'} "
+            f"the reader study needs real validation cases in {PrepareOutputs(cfg.paths).folder('val')} "
             f"({len(real)} found) and synthetic counterparts in {synthetic} "
             f"({'present' if synthetic.is_dir() else 'missing'}); run the data preparation, training and "
             "generation stages first (notebooks 01-04 or `gliomagen prepare/train/generate`)."

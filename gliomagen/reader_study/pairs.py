@@ -16,7 +16,7 @@ import numpy as np
 from gliomagen.cases import case_files, is_complete, modality_path
 from gliomagen.config import MODALITIES, Config, ReaderStudyConfig
 from gliomagen.data.geometry import voxel_spacing
-from gliomagen.data.prepare import usable_cases
+from gliomagen.data.outputs import usable_cases
 
 
 @dataclass(frozen=True)

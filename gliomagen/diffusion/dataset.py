@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from gliomagen.config import Config
 from gliomagen.data.cache import BadCaseError, read_cache
@@ -35,9 +35,9 @@ __all__ = [
     "usable_cases",
 ]
 
-#: one training sample: image (4,X,Y,Z), encoded mask (C,X,Y,Z), timestep, noise (4,X,Y,Z)
+#: one training sample: image (4,X,Y,Z), mask (X,Y,Z) uint8, timestep, noise (4,X,Y,Z)
 Sample = tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]
-#: a collated micro-batch: images, masks, timesteps (B,), noises
+#: a collated micro-batch: images, masks (encoded on the training device), timesteps (B,), noises
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -58,13 +58,21 @@ class CaseDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
         return len(self.dirs)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        case_dir = self.dirs[index]
-        image, mask = read_cache(self.cache_root, case_dir, self.prep)
+        image, mask = self.arrays(index)
+        return image, self.encode(mask, index)
+
+    def arrays(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The case's image (float32) and mask (uint8, not yet encoded) as tensors."""
+        image, mask = read_cache(self.cache_root, self.dirs[index], self.prep)
+        return torch.from_numpy(np.array(image)), torch.from_numpy(np.array(mask))
+
+    def encode(self, mask: torch.Tensor, index: int | None = None) -> torch.Tensor:
+        """:func:`encode_mask`, naming the case's mask file when a value is not in the label map."""
         try:
-            cond = encode_mask(np.array(mask), self.cfg)
+            return encode_mask(mask, self.cfg)
         except ValueError as exc:
-            raise BadCaseError(f"{case_dir / (case_dir.name + '-seg.nii.gz')}: {exc}") from None
-        return torch.from_numpy(np.array(image)), cond
+            where = "" if index is None else f"{self.dirs[index] / (self.dirs[index].name + '-seg.nii.gz')}: "
+            raise BadCaseError(f"{where}{exc}") from None
 
 
 def case_for_sample(g: int, n_cases: int, seed: int) -> int:
@@ -99,9 +107,9 @@ class TrainSamples(Dataset[Sample]):
         return 2**62
 
     def __getitem__(self, g: int) -> Sample:
-        image, cond = self.cases[case_for_sample(g, len(self.cases), self.seed)]
+        image, mask = self.cases.arrays(case_for_sample(g, len(self.cases), self.seed))
         t, noise = noise_for_sample(g, tuple(image.shape), self.timesteps, self.seed)
-        return image, cond, t, noise
+        return image, mask, t, noise
 
 
 class MicroBatches(Sampler[list[int]]):
@@ -120,9 +128,24 @@ class MicroBatches(Sampler[list[int]]):
 
 
 def collate(samples: list[Sample]) -> Batch:
-    """Stack samples into a micro-batch (what the training loop did before the loader: bit-identical)."""
-    images, conds, ts, noises = zip(*samples, strict=True)
-    return torch.stack(images), torch.stack(conds), torch.tensor(ts), torch.stack(noises)
+    """Stack samples into a micro-batch (what the training loop did before the loader: bit-identical).
+
+    In a worker process the stacks are written straight into shared memory (as ``default_collate`` does),
+    so a volume is not copied once more on its way to the training process.
+    """
+    images, masks, ts, noises = zip(*samples, strict=True)
+    return _stack(images), _stack(masks), torch.tensor(ts), _stack(noises)
+
+
+def _stack(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    if get_worker_info() is None:
+        return torch.stack(tensors)
+    first = tensors[0]
+    storage = first.untyped_storage()._new_shared(  # type: ignore[no-untyped-call]
+        len(tensors) * first.numel() * first.element_size()
+    )
+    out = first.new(storage).resize_(len(tensors), *first.shape)
+    return torch.stack(tensors, out=out)
 
 
 def make_loader(

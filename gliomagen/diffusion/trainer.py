@@ -234,7 +234,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         accum, total = self.cfg.train.grad_accum, 0.0
         for micro in range(accum):
-            x0, cond, t, noise = (v.to(self.device, non_blocking=True) for v in next(batches))
+            x0, mask, t, noise = (v.to(self.device, non_blocking=True) for v in next(batches))
+            cond = self.train_data.encode(mask)  # on the device: the loader moves uint8 masks
             sync = micro == accum - 1 or not isinstance(self.forward_net, DistributedDataParallel)
             ctx = (
                 contextlib.nullcontext()

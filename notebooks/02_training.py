@@ -40,8 +40,8 @@ import pandas as pd  # noqa: E402
 from gliomagen.config import load_config  # noqa: E402
 from gliomagen.diffusion import plots  # noqa: E402
 from gliomagen.diffusion.network import model_summary  # noqa: E402
+from gliomagen.diffusion.outputs import TrainingOutputs, read_run_info  # noqa: E402
 from gliomagen.diffusion.train import train  # noqa: E402
-from gliomagen.io import read_json  # noqa: E402
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
 print(f"profile {cfg.profile}, config hash {cfg.hash}, run folder {cfg.paths.root}")
@@ -86,12 +86,11 @@ pd.DataFrame(
 # Resumes from `checkpoints/last.pt` if an earlier run stopped, and skips training that is already done.
 # Checkpoints every `train.checkpoint_every` steps, validation (EMA weights, fixed cases, timesteps and
 # noise) every `train.val_every` steps, and preview samples of a fixed validation mask every
-# `train.preview_every` steps. Logs: `training/train_log.csv`, `training/val_log.csv`, TensorBoard events
-# in `training/tensorboard`.
+# `train.preview_every` steps. Logs (paths in `TrainingOutputs`): the training and validation loss tables, TensorBoard events.
 
 # %%
-summary = train(cfg)
-pd.Series(summary)
+result = train(cfg)
+pd.Series(result.as_dict())
 
 # %% [markdown]
 # ## Loss curves
@@ -142,6 +141,6 @@ pd.Series(
         "steps logged": len(log),
         "median seconds/step": log["seconds"].median(),
         "total training seconds": log["seconds"].sum(),
-        "device": read_json(cfg.paths.training / "run_info.json")["device"],
+        "device": read_run_info(TrainingOutputs(cfg.paths))["device"],
     }
 )

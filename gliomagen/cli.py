@@ -28,7 +28,7 @@ STAGES: dict[str, tuple[str, int, str]] = {
     "prepare": ("gliomagen.data.prepare:run_cli", 3, "validate, QC, normalise, resample and split the data"),
     "train": ("gliomagen.diffusion.train:run_cli", 4, "train the mask-conditioned 3D diffusion model"),
     "augment": ("gliomagen.augment.cli:run_cli", 5, "augment the training masks (flip, scale, discard)"),
-    "generate": ("gliomagen.generate:run_cli", 5, "generate 4-modality volumes from masks"),
+    "generate": ("gliomagen.generation.stage:run_cli", 5, "generate 4-modality volumes from masks"),
     "sweep-samplers": ("gliomagen.generation.sweep:run_cli", 18, "sampler quality and speed against NFE"),
     "import-weights": (
         "gliomagen.diffusion.import_weights:run_cli",
@@ -279,7 +279,7 @@ def _stage_arguments(name: str, p: argparse.ArgumentParser) -> None:
 
 def _shard_text(text: str) -> str:
     """Check ``--shard i/n`` while parsing, so a bad value stops at once with exit code 2."""
-    from gliomagen.generate import parse_shard  # only imported when --shard is given (it imports torch)
+    from gliomagen.generation.jobs import parse_shard
 
     try:
         parse_shard(text)

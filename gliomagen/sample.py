@@ -210,7 +210,8 @@ def sample_mask(
     Returns:
         the provenance record (also written as ``<name>-provenance.json``).
     """
-    from gliomagen.generation import load_setup, sample_batch, volume_seed
+    from gliomagen.generation.jobs import volume_seed
+    from gliomagen.generation.sampling import load_setup, sample_batch
 
     native = read_mask(mask_path, cfg)
     if setup is None:

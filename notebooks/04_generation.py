@@ -32,9 +32,10 @@ run_dir = None
 from IPython.display import display
 
 from gliomagen.config import load_config
-from gliomagen.generation import GenerationOutputs, generate, load_setup
-from gliomagen.generation.outputs import read_manifest
+from gliomagen.generation.outputs import GenerationOutputs, read_manifest
 from gliomagen.generation.plots import plot_diffusion_process, plot_real_vs_synthetic, plot_sampler_timing
+from gliomagen.generation.sampling import load_setup
+from gliomagen.generation.stage import generate
 from gliomagen.generation.timing import time_samplers
 
 cfg = load_config(profile, overrides, run_dir=run_dir)
@@ -132,7 +133,7 @@ import nibabel as nib
 import numpy as np
 
 from gliomagen.config import MODALITIES
-from gliomagen.generation import val_jobs
+from gliomagen.generation.jobs import val_jobs
 from gliomagen.sample import sample_mask
 
 first = val_jobs(cfg)[0]

@@ -22,14 +22,15 @@ from gliomagen.cli import main
 from gliomagen.config import Config, load_config
 from gliomagen.diffusion.checkpoint import file_sha256, save_checkpoint
 from gliomagen.diffusion.network import build_model
-from gliomagen.generate import (
-    all_jobs,
-    generate,
-    parse_shard,
-    read_manifest,
-    shard_jobs,
-    volume_seed,
-)
+from gliomagen.generation.jobs import all_jobs, parse_shard, shard_jobs, volume_seed
+from gliomagen.generation.outputs import GenerationOutputs
+from gliomagen.generation.outputs import read_manifest as read_outputs_manifest
+from gliomagen.generation.stage import generate
+
+
+def read_manifest(cfg: Config) -> pd.DataFrame:
+    return read_outputs_manifest(GenerationOutputs(cfg.paths))
+
 
 SHAPE = (16, 16, 16)
 TINY = [
@@ -244,7 +245,7 @@ def test_bad_mask_is_reported_and_the_others_go_on(base_run: Path, tmp_path: Pat
 
 
 def test_sampler_output_is_clamped(base_run: Path, tmp_path: Path) -> None:
-    from gliomagen.generate import load_setup, sample_batch
+    from gliomagen.generation.sampling import load_setup, sample_batch
 
     cfg = fresh(base_run, tmp_path)
     setup = load_setup(cfg)
@@ -261,7 +262,7 @@ def test_sampler_output_is_clamped(base_run: Path, tmp_path: Path) -> None:
 
 def test_batched_loop_reproduces_the_samplers_own_loop(base_run: Path, tmp_path: Path) -> None:
     from gliomagen.diffusion.samplers import sample_loop
-    from gliomagen.generate import load_setup
+    from gliomagen.generation.sampling import load_setup
 
     cfg = fresh(base_run, tmp_path)
     setup = load_setup(cfg)
@@ -284,7 +285,8 @@ def test_batched_loop_reproduces_the_samplers_own_loop(base_run: Path, tmp_path:
 
 
 def test_time_samplers_measures_or_extrapolates(base_run: Path, tmp_path: Path) -> None:
-    from gliomagen.generate import load_setup, time_samplers
+    from gliomagen.generation.sampling import load_setup
+    from gliomagen.generation.timing import time_samplers
 
     cfg = fresh(base_run, tmp_path)
     setup = load_setup(cfg)

@@ -12,17 +12,9 @@ import pytest
 from test_generate import build_run
 
 from gliomagen.cli import main
-from gliomagen.generate import (
-    BATCH_TOLERANCE,
-    ShardError,
-    all_jobs,
-    generate,
-    load_job_mask,
-    load_setup,
-    parse_shard,
-    sample_batch,
-    volume_seed,
-)
+from gliomagen.generation.jobs import ShardError, all_jobs, load_job_mask, parse_shard, volume_seed
+from gliomagen.generation.sampling import BATCH_TOLERANCE, load_setup, sample_batch
+from gliomagen.generation.stage import generate
 from gliomagen.locks import run_lock
 
 

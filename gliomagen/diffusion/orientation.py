@@ -81,7 +81,7 @@ def sample_oriented(
     """``sample_batch(setup, masks, seeds)`` with the masks in the orientation the weights expect.
 
     Args:
-        sample_batch: :func:`gliomagen.generate.sample_batch` (or a function with its signature).
+        sample_batch: :func:`gliomagen.generation.sampling.sample_batch` (or a function with its signature).
         setup: the sampling setup; its ``input_orientation`` (``None``: as stored) decides.
         masks: ``(B, X, Y, Z)`` masks in their files' voxel order.
         affines: one affine per mask.

@@ -5,8 +5,9 @@ profile's network (57.6 M parameters), records its resident memory (the *baselin
 libraries), runs one forward + L1 loss + backward at batch 1 and records the peak resident memory. The
 *activations* are peak minus baseline (they include the 0.23 GB of gradients). Each measurement runs in
 its own subprocess, so its peak is its own, and a size is skipped when the law fitted to the smaller sizes
-predicts more than ``--budget-gib``. The law ``activations = a + b * voxels`` is a least-squares fit over
-the measured sizes; 192x192x144 is extrapolated from it (labelled so). A training step adds the model
+predicts more than ``--budget-gib``. The law ``activations = a + b * voxels`` is the line through the two
+largest measured sizes (at small sizes a size-independent peak in the deep levels dominates); 192x192x144
+is extrapolated from it (labelled so). A training step adds the model
 state beside the activations: weights, gradients, two Adam moments and the EMA copy (5 x 4 bytes per
 parameter, 1.07 GiB for the paper network), reported as ``full step``.
 
@@ -188,7 +189,7 @@ def law_table(rows: list[dict[str, object]], sizes: list[str], parameters: int) 
             points.append((voxels(parse_size(s)), act))
         if not points:
             continue
-        a, b = fit(points)
+        a, b = fit(points[-2:])  # the two largest: at small sizes a size-independent peak dominates
         full = (a + b * voxels(FULL)) / 1024
         law = f"{a:.0f} + {b * 1e3:.2f} per 1000 voxels"
         lines.append(

@@ -18,7 +18,11 @@ Re-running skips every case whose record (``prepared/qc/<id>.json``) matches the
 preparation settings; only the split is redone. Any failure of one scan, in a worker process or not,
 becomes an ``invalid`` row naming the case (and the file, where known); the other scans carry on. The
 stage holds the run folder's ``prepare`` lock (:mod:`gliomagen.locks`) and removes partial files left by an
-interrupted run.
+interrupted run. Every prepared case is also written as uncompressed arrays for training
+(:mod:`gliomagen.data.cache`). Output paths and their readers: :mod:`gliomagen.data.outputs`.
+
+Over 400 lines on purpose: the per-case pipeline (run in worker processes) and the stage around it share
+the record format and are read together; the helpers it calls live in their own modules.
 """
 
 from __future__ import annotations
@@ -348,9 +352,9 @@ def _prepare_locked(cfg: Config, raw_dir: str | Path | None, progress: bool) -> 
     split, missing = assign_splits(cfg, ordered)
     _move_cases(prepared, ordered, split)
     table = cases_table(cfg, ordered, split)
-    write_csv(cfg.paths.cases_csv, table)
-    summary = _summarise(table, raw, split, len(todo), skipped_folders, missing, time.perf_counter() - start)
     out = PrepareOutputs(cfg.paths)
+    write_csv(out.cases_csv, table)
+    summary = _summarise(table, raw, split, len(todo), skipped_folders, missing, time.perf_counter() - start)
     write_json(out.summary, {**asdict(summary), "provenance": provenance(cfg.hash, stage="prepare")})
     write_text(out.qc_report, qc_report(table, summary))
     _warn_stale(prepared, {c.case_id for c in cases})

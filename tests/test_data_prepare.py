@@ -12,7 +12,7 @@ import pytest
 from gliomagen.cases import load_case
 from gliomagen.config import PhantomConfig, load_config
 from gliomagen.data.phantom import FAULTS, grid_affine, make_phantom
-from gliomagen.data.prepare import prepare, usable_cases, read_cases_table
+from gliomagen.data.prepare import prepare, read_cases_table, usable_cases
 
 OVERRIDES = ["data.phantom.patients=4", "data.phantom.faults=true", "runtime.workers=1", "data.split.n_val=2"]
 SMALL = {"patients": 2, "max_timepoints": 2, "shape": (46, 55, 46), "spacing": 4.0, "seed": 3}
@@ -244,3 +244,30 @@ def _die_on_two(task: int) -> int:
     if task == 2:
         os._exit(1)
     return task
+
+
+def test_training_cache_is_keyed_by_the_prepare_hash_and_the_files(tmp_path: Path) -> None:
+    """The uncompressed arrays equal the prepared NIfTI case; other settings or a rewritten case rebuild them."""
+    import os
+
+    from gliomagen.cases import Case, write_case
+    from gliomagen.data.cache import cache_key, read_cache
+
+    rng = np.random.default_rng(0)
+    image = rng.random((4, 6, 5, 4), dtype=np.float32)
+    mask = rng.integers(0, 6, (6, 5, 4)).astype(np.uint8)
+    case_dir = Path(write_case(tmp_path / "train", Case("BraTS-GLI-00000-000", image, mask, np.eye(4))))
+    cache = tmp_path / "cache"
+    cached_image, cached_mask = read_cache(cache, case_dir, "settings-a")  # built from the NIfTI files
+    np.testing.assert_array_equal(cached_image, image)
+    np.testing.assert_array_equal(cached_mask, mask)
+    assert cached_image.dtype == np.float32 and isinstance(cached_image, np.memmap)
+    first = cache_key(case_dir, "settings-a")
+    assert cache_key(case_dir, "settings-b") != first
+    read_cache(cache, case_dir, "settings-b")
+    assert (
+        sorted(p.name.split(".")[0] for p in cache.rglob("*.npy")) == [cache_key(case_dir, "settings-b")] * 2
+    )
+    seg = next(case_dir.glob("*-seg.nii.gz"))
+    os.utime(seg, ns=(seg.stat().st_atime_ns, seg.stat().st_mtime_ns + 10**9))  # the case was rewritten
+    assert cache_key(case_dir, "settings-a") != first

@@ -208,7 +208,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "memory_law.csv")
     p.add_argument("--one", choices=list(OPTIONS), help="measure one option in this process (JSON line)")
     p.add_argument("--size", default="32x32x32", help="with --one")
-    p.add_argument("--tracked", action="store_true", help="fake-tensor tensor peaks (--sizes and 192x192x144)")
+    p.add_argument(
+        "--tracked", action="store_true", help="fake-tensor tensor peaks (--sizes and 192x192x144)"
+    )
     a = p.parse_args()
     if a.one:
         print(json.dumps(measure(a.one, parse_size(a.size))))

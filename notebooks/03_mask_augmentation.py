@@ -32,12 +32,13 @@ run_dir = None
 import pandas as pd
 from IPython.display import display
 
-from gliomagen.augment import augment, read_manifest
+from gliomagen.augment.outputs import read_manifest
 from gliomagen.augment.plots import (
     plot_augmentation_examples,
     plot_augmentation_parameters,
     plot_label_volume_changes,
 )
+from gliomagen.augment.stage import augment
 from gliomagen.config import load_config
 
 cfg = load_config(profile, overrides, run_dir=run_dir)

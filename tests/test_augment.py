@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gliomagen.augment import augment, read_manifest
-from gliomagen.augment.outputs import read_summary
+from gliomagen.augment.outputs import read_manifest, read_summary
 from gliomagen.augment.recipe import augment_mask
+from gliomagen.augment.stage import augment
 from gliomagen.augment.transforms import flip_lr, resample_about_centre, touches_border
 from gliomagen.cases import Case, write_case
 from gliomagen.cli import main

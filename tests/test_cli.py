@@ -8,7 +8,9 @@ import sys
 
 import pytest
 
-from gliomagen.cli import STAGES, build_parser, main
+from gliomagen.cli import build_parser, main, stage_commands
+
+STAGES = list(stage_commands())
 
 
 def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,3 +57,13 @@ def test_console_script_installed() -> None:
         [sys.executable, "-m", "gliomagen.cli", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("gliomagen ")
+
+
+def test_help_imports_no_stage() -> None:
+    """``gliomagen --help`` builds every verb's parser without importing torch or a stage's code."""
+    code = (
+        "import sys; from gliomagen.cli import build_parser; build_parser(); "
+        "heavy = [m for m in ('torch', 'monai', 'nnunetv2', 'nibabel') if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gliomagen.cli import STAGES, VERB_IO, build_parser, main
+from gliomagen.cli import build_parser, main, stage_commands
 from gliomagen.config import load_config
 from gliomagen.stages import first_missing_stage
 
@@ -63,12 +63,13 @@ def test_options_before_the_verb(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "give it once" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("verb", sorted(STAGES))
+@pytest.mark.parametrize("verb", sorted(stage_commands()))
 def test_every_verb_help_says_what_it_reads_and_writes(verb: str) -> None:
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command").choices[verb]  # type: ignore[union-attr]
     text = sub.format_help()
-    reads, writes = VERB_IO[verb]
+    command = stage_commands()[verb]
+    reads, writes = command.reads, command.writes
     assert "reads:" in text and "writes:" in text
     assert reads.split()[0] in text and writes.split()[0] in text
     assert "NnU-Net" not in text

@@ -15,8 +15,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gliomagen.augment import augment
-from gliomagen.augment import read_manifest as read_aug_manifest
+from gliomagen.augment.outputs import read_manifest as read_aug_manifest
+from gliomagen.augment.stage import augment
 from gliomagen.cases import Case, case_files, is_complete, write_case
 from gliomagen.cli import main
 from gliomagen.config import Config, load_config

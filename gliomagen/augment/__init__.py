@@ -19,10 +19,3 @@ one round), :mod:`~gliomagen.augment.stage` (the resumable stage over a run), :m
 (the files it writes and their readers), :mod:`~gliomagen.augment.plots` (notebook 03's figures),
 :mod:`~gliomagen.augment.cli` (the verb).
 """
-
-from __future__ import annotations
-
-from gliomagen.augment.outputs import AugmentationOutputs, AugmentSummary, read_manifest
-from gliomagen.augment.stage import augment
-
-__all__ = ["AugmentSummary", "AugmentationOutputs", "augment", "read_manifest"]

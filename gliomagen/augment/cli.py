@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from gliomagen.augment.outputs import AugmentationOutputs, AugmentSummary
-from gliomagen.config import Config
+from gliomagen.commands import Command
+
+if TYPE_CHECKING:
+    from gliomagen.augment.outputs import AugmentSummary
+    from gliomagen.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(cfg: Config, args: argparse.Namespace) -> AugmentSummary:
     """Entry point of ``gliomagen augment``."""
+    from gliomagen.augment.outputs import AugmentationOutputs
     from gliomagen.augment.stage import augment
 
     summary = augment(cfg, limit=getattr(args, "limit", None))
@@ -23,3 +28,14 @@ def run_cli(cfg: Config, args: argparse.Namespace) -> AugmentSummary:
         f"{summary.discarded} discarded {summary.discard_reasons} -> {AugmentationOutputs(cfg.paths).root}"
     )
     return summary
+
+
+COMMANDS = {
+    "augment": Command(
+        help="augment the training masks (flip, scale, retry, discard)",
+        reads="<run>/prepared/train/ masks (from `gliomagen prepare`)",
+        writes="<run>/augmented_masks/, its manifest and summary",
+        run=run_cli,
+        add_arguments=add_arguments,
+    ),
+}

@@ -7,9 +7,10 @@ registers them. This module imports nothing heavy: the stage is imported when a 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from gliomagen.commands import Command
 
 if TYPE_CHECKING:
     from gliomagen.config import Config
@@ -20,7 +21,7 @@ FETCH_WEIGHTS_HELP = "download the pretrained weights of the FID/KID feature ext
 
 
 # --------------------------------------------------------------------------------------- gliomagen fidelity
-def add_fidelity_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``gliomagen fidelity``."""
     parser.add_argument("--force", action="store_true", help="recompute even if the results are up to date")
 
@@ -44,36 +45,13 @@ def run_cli(cfg: Config, args: argparse.Namespace) -> FidelitySummary:
 
 
 # ---------------------------------------------------------------------------------- gliomagen fetch-weights
-def add_fetch_weights_parser(
-    subparsers: argparse._SubParsersAction[Any],
-    common: Callable[[argparse.ArgumentParser], None] | None = None,
-) -> argparse.ArgumentParser:
-    """Register ``gliomagen fetch-weights`` (its entry point is set as the ``entry`` default).
-
-    Args:
-        subparsers: the ``gliomagen`` command's subparsers.
-        common: adds the options every verb takes (``--profile``, ``--set``, ...).
-    """
-    parser = subparsers.add_parser(
-        "fetch-weights",
-        help=FETCH_WEIGHTS_HELP,
-        description=(
-            f"{FETCH_WEIGHTS_HELP}; evaluations never download. Without --list, downloads what is missing, "
-            "then lists every extractor and where its weights are.\n\n"
-            "reads:  the internet (download.pytorch.org, github.com)\n"
-            "writes: --weights-dir, else the profile's fidelity.weights_dir, else the torch hub cache"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    if common is not None:
-        common(parser)
+def add_fetch_weights_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``gliomagen fetch-weights``."""
     parser.add_argument(
         "extractors", nargs="*", default=None, help="only these extractors (default: every one with weights)"
     )
     parser.add_argument("--weights-dir", default=None, help="destination and place to look for weights")
     parser.add_argument("--list", action="store_true", help="only list the extractors and their weights")
-    parser.set_defaults(entry=run_fetch_weights)
-    return parser
 
 
 def run_fetch_weights(cfg: Config, args: argparse.Namespace) -> list[Path]:
@@ -103,3 +81,23 @@ def run_fetch_weights(cfg: Config, args: argparse.Namespace) -> list[Path]:
                 state = "weights missing"
         print(f"{name:<22} {state}\n    {entry.description}")
     return present
+
+
+COMMANDS = {
+    "fidelity": Command(
+        help=FIDELITY_HELP,
+        reads="<run>/prepared/val/ and <run>/synthetic/val/ (from `gliomagen generate --which val`)",
+        writes="<run>/metrics/ (the fidelity results, per-subject and per-slice tables, mask-following measures)",
+        run=run_cli,
+        add_arguments=add_arguments,
+    ),
+    "fetch-weights": Command(
+        help=FETCH_WEIGHTS_HELP,
+        reads="the internet (download.pytorch.org, github.com)",
+        writes="--weights-dir, else the profile's fidelity.weights_dir, else the torch hub cache",
+        run=run_fetch_weights,
+        add_arguments=add_fetch_weights_arguments,
+        description=f"{FETCH_WEIGHTS_HELP}; evaluations never download. Without --list, downloads what is "
+        "missing, then lists every extractor and where its weights are.",
+    ),
+}

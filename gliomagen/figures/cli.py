@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from gliomagen.config import Config
-from gliomagen.figures.regenerate import FiguresResult
+from gliomagen.commands import Command, lazy
+
+if TYPE_CHECKING:
+    from gliomagen.config import Config
+    from gliomagen.figures.regenerate import FiguresResult
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,3 +43,21 @@ def run_cli(cfg: Config, args: argparse.Namespace) -> FiguresResult:
         f"  {cfg.figures_dir}\n  {cfg.tables_dir}"
     )
     return result
+
+
+COMMANDS = {
+    "figures": Command(
+        help="regenerate every figure and table",
+        reads="every stage's outputs in <run>/, through each stage's readers",
+        writes="<run>/figures/, <run>/paper_generated/; then, if the run is complete, the published copy "
+        "figures/<profile>/ and paper/generated/<profile>/",
+        run=run_cli,
+        add_arguments=add_arguments,
+    ),
+    "paper": Command(
+        help="check the manuscript's includes and build its PDF",
+        reads="the published copy figures/<profile>/ and paper/generated/<profile>/ (from `gliomagen figures`)",
+        writes="paper/gliomagen-<profile>.pdf (where LaTeX exists); the check itself writes nothing",
+        run=lazy("gliomagen.paper:run_cli"),
+    ),
+}

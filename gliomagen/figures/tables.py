@@ -28,7 +28,7 @@ def tab_dataset(cfg: Config) -> TableResult:
 
 
 def tab_augmentation(cfg: Config) -> TableResult:
-    from gliomagen.augment import read_manifest
+    from gliomagen.augment.outputs import read_manifest
     from gliomagen.augment.stage import summarise
 
     summary = summarise(read_manifest(cfg), cfg).to_dict()

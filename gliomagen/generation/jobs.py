@@ -49,7 +49,7 @@ def val_jobs(cfg: Config) -> list[Job]:
 
 def synthetic_jobs(cfg: Config) -> list[Job]:
     """Accepted augmented masks, round 1 first then by id, at most ``generate.n_synthetic``."""
-    from gliomagen.augment import read_manifest
+    from gliomagen.augment.outputs import read_manifest
 
     frame = read_manifest(cfg)
     if frame.empty:

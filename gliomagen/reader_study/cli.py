@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from gliomagen.config import Config
+from gliomagen.commands import Command
+
+if TYPE_CHECKING:
+    from gliomagen.config import Config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,3 +60,14 @@ def _run(cfg: Config, action: str | None, args: argparse.Namespace) -> None:
         raise SystemExit(
             "gliomagen reader-study: name an action: `build` (make the kit) or `score` (score answers)"
         )
+
+
+COMMANDS = {
+    "reader-study": Command(
+        help="blinded reader study: build the kit, score answers",
+        reads="<run>/prepared/val/ and <run>/synthetic/ (from `gliomagen generate`); answers for `score`",
+        writes="<run>/reader_study/ (kit, key, scores)",
+        run=run_cli,
+        add_arguments=add_arguments,
+    ),
+}

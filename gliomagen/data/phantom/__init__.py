@@ -21,7 +21,7 @@ post-treatment glioma (``BraTS-GLI-<patient>-<timepoint>/<id>-{t1n,t1c,t2w,t2f,s
 Everything is deterministic for a seed (each patient has its own random stream, so the result does not
 depend on the number of workers). :func:`~gliomagen.data.phantom.generator.make_phantom` writes the dataset
 (the phantom is the data stage's raw input, so it declares no run outputs of its own);
-:mod:`~gliomagen.data.phantom.cli` is the ``gliomagen phantom`` verb.
+:mod:`gliomagen.data.cli` has the ``gliomagen phantom`` verb.
 """
 
 from __future__ import annotations

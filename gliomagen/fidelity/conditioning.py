@@ -21,7 +21,6 @@ The table (per case and modality) is written by :func:`evaluate_conditioning`
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -217,13 +216,3 @@ def evaluate_conditioning(cfg: Config, write: bool = True) -> pd.DataFrame:
         with run_lock(cfg.paths.root, LOCK):
             write_csv(FidelityOutputs(cfg.paths).conditioning_csv, table)
     return table
-
-
-def output_path(cfg: Config) -> Path:
-    """Where the table is written.
-
-    Transitional (issue 14): tests/test_e2e_smoke.py still calls this; it moves to
-    ``FidelityOutputs(cfg.paths).conditioning_csv`` / :func:`gliomagen.fidelity.outputs.read_conditioning`,
-    after which this function goes.
-    """
-    return FidelityOutputs(cfg.paths).conditioning_csv

@@ -240,14 +240,3 @@ def _settings(cfg: Config, subjects: list[SubjectResult]) -> dict[str, Any]:
         else None,
         "seed": fc.seed,
     }
-
-
-def load_results(cfg: Config) -> dict[str, Any]:
-    """The content of ``fidelity.json`` as a plain dict.
-
-    Transitional (issue 14): ``gliomagen/figures`` still calls this; it moves to
-    :func:`gliomagen.fidelity.outputs.read_results`, after which this function goes.
-    """
-    from gliomagen.fidelity.outputs import read_results
-
-    return read_results(cfg.paths, cfg.profile).to_dict()

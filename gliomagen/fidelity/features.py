@@ -339,9 +339,3 @@ def fetch_all(target_dir: str | Path | None = None, names: Sequence[str] | None 
             torch.hub.download_url_to_file(entry.weights.url, str(dest), progress=True)
         done.append(dest)
     return done
-
-
-# Transitional (issue 14): the Dockerfile still runs the old entry; fail its build loudly instead of
-# silently fetching nothing. Delete once it runs `gliomagen fetch-weights`.
-if __name__ == "__main__":
-    raise SystemExit("`python -m gliomagen.fidelity.features` moved: run `gliomagen fetch-weights`")

@@ -11,6 +11,9 @@ output projection. Each is a named model option here (``model.upsample_mode``,
 :class:`GliomaGenUNet` (same modules, same state-dict keys as MONAI's). The paper profile turns all three
 on, so the original's released weights (``gliomagen import-weights``) compute the original's function;
 MONAI's defaults stay available (the smoke profile keeps them).
+
+Activation checkpointing (:func:`enable_grad_checkpointing`) lives in the forward it recomputes, so this
+module is over 400 lines on purpose: the network, its exact-gradient checkpointing and its summaries.
 """
 
 from __future__ import annotations

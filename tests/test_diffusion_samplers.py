@@ -237,7 +237,7 @@ def test_deterministic_samplers_converge_to_one_another_with_clamping() -> None:
 
 
 def test_clipped_prediction_rederives_the_noise_from_the_clamped_x0() -> None:
-    from gliomagen.diffusion.samplers import clipped_prediction
+    from gliomagen.diffusion.schedulers import clipped_prediction
 
     abar = torch.tensor(0.3)
     x0 = torch.tensor([-0.5, 0.25, 1.7])

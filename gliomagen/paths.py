@@ -31,10 +31,6 @@ class RunPaths:
         return self.root / "prepared"
 
     @property
-    def cases_csv(self) -> Path:
-        return self.prepared / "cases.csv"
-
-    @property
     def checkpoints(self) -> Path:
         return self.root / "checkpoints"
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from gliomagen.cases import Case, write_case
 from gliomagen.config import Config, load_config
+from gliomagen.data.outputs import PrepareOutputs
 
 #: mean intensity per modality (t1n, t1c, t2w, t2f) for labels bg, head, NETC, SNFH, ET, RC
 INTENSITY = np.array(
@@ -102,4 +103,4 @@ def write_prepared(cfg: Config, n_train: int = 4, n_val: int = 2) -> None:
             }
         )
     cfg.paths.prepared.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(cfg.paths.cases_csv, index=False)
+    pd.DataFrame(rows).to_csv(PrepareOutputs(cfg.paths).cases_csv, index=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from gliomagen.cases import Case, parse_case_id, write_case
+from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.paths import RunPaths
 
 
@@ -46,5 +47,5 @@ def write_prepared_run(
             }
         )
     paths.prepared.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(paths.cases_csv, index=False)
+    pd.DataFrame(rows).to_csv(PrepareOutputs(paths).cases_csv, index=False)
     return folders

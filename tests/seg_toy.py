@@ -6,13 +6,12 @@ so a tiny nnU-Net can learn something in a few iterations.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from gliomagen.cases import Case, write_case
 from gliomagen.config import Config
+from gliomagen.data.outputs import PrepareOutputs
 
 
 def toy_mask(cfg: Config, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -83,7 +82,7 @@ def make_toy_run(
                     }
                 )
                 ids[split].append(cid)
-    pd.DataFrame(rows).to_csv(Path(cfg.paths.cases_csv), index=False)
+    pd.DataFrame(rows).to_csv(PrepareOutputs(cfg.paths).cases_csv, index=False)
     syn_rows = []
     for k in range(n_synthetic):
         source = ids["train"][k % len(ids["train"])]

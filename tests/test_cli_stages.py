@@ -9,6 +9,7 @@ import pytest
 
 from gliomagen.cli import build_parser, main, stage_commands
 from gliomagen.config import load_config
+from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.stages import first_missing_stage
 
 
@@ -25,8 +26,8 @@ def test_stage_before_prepare_says_run_prepare_first(
 
 def test_the_earliest_missing_stage_is_named(tmp_path: Path) -> None:
     cfg = load_config("smoke", run_dir=tmp_path)
-    cfg.paths.cases_csv.parent.mkdir(parents=True)
-    cfg.paths.cases_csv.write_text("id\n")
+    PrepareOutputs(cfg.paths).cases_csv.parent.mkdir(parents=True)
+    PrepareOutputs(cfg.paths).cases_csv.write_text("id\n")
     assert first_missing_stage(cfg, "generate") == "train"  # prepare is done; train comes before augment
     assert first_missing_stage(cfg, "generate", ("train",)) == "train"
     (cfg.paths.checkpoints).mkdir()
@@ -42,8 +43,8 @@ def test_generate_val_only_does_not_ask_for_augment(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     cfg = load_config("smoke", run_dir=tmp_path)
-    cfg.paths.cases_csv.parent.mkdir(parents=True)
-    cfg.paths.cases_csv.write_text("id\n")
+    PrepareOutputs(cfg.paths).cases_csv.parent.mkdir(parents=True)
+    PrepareOutputs(cfg.paths).cases_csv.write_text("id\n")
     assert main(["generate", "--which", "val", "--run-dir", str(tmp_path)]) == 2
     assert "run `gliomagen train` first" in capsys.readouterr().err
 

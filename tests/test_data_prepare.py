@@ -11,6 +11,7 @@ import pytest
 
 from gliomagen.cases import load_case
 from gliomagen.config import PhantomConfig, load_config
+from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.data.phantom import FAULTS, grid_affine, make_phantom
 from gliomagen.data.prepare import prepare, read_cases_table, usable_cases
 
@@ -99,7 +100,7 @@ def test_prepare_reports_every_fault_and_splits_by_patient(tmp_path: Path) -> No
     assert read_cases_table(cfg).equals(table)
     report = (cfg.paths.prepared / "qc_report.md").read_text()
     assert all(i in report for i in faults.index)
-    assert isinstance(pd.read_csv(cfg.paths.cases_csv), pd.DataFrame)
+    assert isinstance(pd.read_csv(PrepareOutputs(cfg.paths).cases_csv), pd.DataFrame)
 
     # the paper-compatible split reads validation ids from a file; cases are not prepared again
     listing = tmp_path / "val_ids.txt"

@@ -20,6 +20,7 @@ from gliomagen.augment.stage import augment
 from gliomagen.cases import Case, case_files, is_complete, write_case
 from gliomagen.cli import main
 from gliomagen.config import Config, load_config
+from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.diffusion.checkpoint import file_sha256, save_checkpoint
 from gliomagen.diffusion.network import build_model
 from gliomagen.generation.jobs import all_jobs, parse_shard, shard_jobs, volume_seed
@@ -85,7 +86,7 @@ def build_run(root: Path, overrides: list[str] | None = None) -> Config:
         rows.append(
             dict(id=case_id, patient=patient, timepoint=timepoint, split=split, qc_status="ok", qc_reason="")
         )
-    pd.DataFrame(rows).to_csv(cfg.paths.cases_csv, index=False)
+    pd.DataFrame(rows).to_csv(PrepareOutputs(cfg.paths).cases_csv, index=False)
     augment(cfg, progress=False)
     write_random_checkpoint(cfg, seed=0, step=7)
     cfg.paths.training.mkdir(parents=True, exist_ok=True)

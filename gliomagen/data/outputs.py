@@ -35,7 +35,7 @@ class PrepareOutputs(StageOutputs):
     @property
     def cases_csv(self) -> Path:
         """``prepared/cases.csv``: one row per discovered scan (split, QC status and reason, label counts)."""
-        return self.paths.cases_csv
+        return self.root / "cases.csv"
 
     @property
     def qc_report(self) -> Path:

@@ -37,6 +37,10 @@ problem is named. The file is read with ``torch.load(weights_only=True)``. The w
 project's format (config hashes of the profile, so ``generate``/``fidelity`` treat it like a trained one), the
 chosen weights (EMA by default) and an ``imported`` record: source file, its sha256 and step, which weights,
 the mapping version; and ``input_orientation = "RAS"`` (see docs/original_weights.md).
+
+A little over 400 lines on purpose: the key mapping in both directions (import, and the inverse that builds
+checkpoints in the original's layout for the tests and the dry run), the schedule check and the strict
+import are one contract, and the first quarter of the module is the mapping table above.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import numpy as np
 
 from gliomagen.cases import case_files, is_complete, load_case
 from gliomagen.config import MODALITIES, Config
-from gliomagen.data.prepare import usable_cases
+from gliomagen.data.outputs import usable_cases
 from gliomagen.fidelity.metrics import axial_axis
 
 

@@ -42,7 +42,7 @@ def volume_seed(base_seed: int, volume_id: str) -> int:
 
 def val_jobs(cfg: Config) -> list[Job]:
     """One job per usable validation case (sorted by id)."""
-    from gliomagen.data.prepare import usable_cases
+    from gliomagen.data.outputs import usable_cases
 
     return [Job(d.name, "val", modality_path(d, "seg"), d.name) for d in usable_cases(cfg, "val")]
 

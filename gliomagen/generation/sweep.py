@@ -60,7 +60,7 @@ def grid(cfg: Config) -> list[tuple[str, int]]:
 
 def sweep_cases(cfg: Config) -> list[Path]:
     """The validation cases of the sweep: the first ``sweep.max_masks`` by id (all when ``null``)."""
-    from gliomagen.data.prepare import usable_cases
+    from gliomagen.data.outputs import usable_cases
 
     cases = list(usable_cases(cfg, "val"))
     return cases[: cfg.sweep.max_masks] if cfg.sweep.max_masks else cases

@@ -20,7 +20,7 @@ import pandas as pd
 from gliomagen.augment.outputs import AugmentationOutputs
 from gliomagen.cases import is_complete, parse_case_id
 from gliomagen.config import Config, SegConfiguration
-from gliomagen.data.prepare import usable_cases
+from gliomagen.data.outputs import PrepareOutputs, read_cases_table, usable_cases
 from gliomagen.generation.outputs import GenerationOutputs
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,8 @@ def real_case_dirs(cfg: Config, split: str) -> list[Path]:
 def case_patients(cfg: Config, case_ids: list[str]) -> dict[str, str]:
     """Patient of each real case, from ``cases.csv`` when it has a ``patient`` column, else from the id."""
     known: dict[str, str] = {}
-    if cfg.paths.cases_csv.is_file():
-        table = pd.read_csv(cfg.paths.cases_csv, dtype=str)
+    if PrepareOutputs(cfg.paths).cases_csv.is_file():
+        table = read_cases_table(cfg)
         if {"id", "patient"} <= set(table.columns):
             known = dict(zip(table["id"], table["patient"], strict=True))
     return {c: known.get(c, patient_of(c)) for c in case_ids}
@@ -252,8 +252,8 @@ def plan_configuration(
 def check_plan(cfg: Config, plan: DatasetPlan, pool: pd.DataFrame) -> None:
     """Run the validation-leak guard for a plan against the run's validation split."""
     val_ids = [d.name for d in real_case_dirs(cfg, "val")]
-    if cfg.paths.cases_csv.is_file():
-        table = pd.read_csv(cfg.paths.cases_csv, dtype=str)
+    if PrepareOutputs(cfg.paths).cases_csv.is_file():
+        table = read_cases_table(cfg)
         val_ids = sorted(set(val_ids) | set(table.loc[table["split"] == "val", "id"]))
     chosen = pool[pool["id"].isin(plan.synthetic_ids)] if len(pool) else pool
     assert_no_validation_leak(

@@ -61,7 +61,7 @@ lab: $(STAMP)
 
 # Build the manuscript PDF (where LaTeX exists) after checking every generated include exists.
 paper: $(STAMP)
-	$(BIN)/python -m gliomagen.paper --profile $(PROFILE)
+	$(BIN)/gliomagen paper --profile $(PROFILE)
 
 # ruff (style, imports) and mypy --strict on the package (settings in pyproject.toml)
 lint: $(STAMP)

@@ -10,7 +10,7 @@ figures from ``figures/<profile>/``: the published copy of one run, written by `
 - where that run's folder is still on disk, no table's source files changed since the table was written.
 
 The PDF is produced only where a LaTeX toolchain (``latexmk`` or ``pdflatex``) is installed -- otherwise the
-command says so and exits 0 after the check. ``python -m gliomagen.paper`` is the same command (the Makefile's).
+command says so and exits 0 after the check.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from gliomagen.config import Config, load_config
+from gliomagen.config import Config
 from gliomagen.figures.outputs import NUMBERS
 from gliomagen.paths import PAPER_DIR
 
@@ -219,17 +219,3 @@ def run_cli(cfg: Config, args: argparse.Namespace) -> PaperResult:
     if code:
         raise SystemExit(code)
     return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m gliomagen.paper --profile P [--set K=V]`` (what ``make paper`` runs)."""
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--profile", default="smoke")
-    parser.add_argument("--set", dest="overrides", action="append", default=[])
-    args = parser.parse_args(argv)
-    cfg = load_config(args.profile, args.overrides)
-    return report(build_paper(cfg), cfg.profile)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,11 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from prepared_run import write_prepared_run
 
-from gliomagen.cases import Case, write_case
+from gliomagen.cases import Case
 from gliomagen.config import Config, load_config
-from gliomagen.data.outputs import PrepareOutputs
 
 #: mean intensity per modality (t1n, t1c, t2w, t2f) for labels bg, head, NETC, SNFH, ET, RC
 INTENSITY = np.array(
@@ -86,21 +85,11 @@ def tiny_config(run_dir: Path, *extra: str, shape: tuple[int, int, int] = (16, 1
 
 def write_prepared(cfg: Config, n_train: int = 4, n_val: int = 2) -> None:
     """Write ``n_train``/``n_val`` toy cases and a ``cases.csv`` into the run's prepared folder."""
-    rows = []
     shape = tuple(cfg.data.target_shape)
-    for i in range(n_train + n_val):
-        split = "train" if i < n_train else "val"
-        case_id = f"BraTS-GLI-{i:05d}-000"
-        write_case(cfg.paths.prepared / split, toy_case(case_id, shape, seed=i))
-        rows.append(
-            {
-                "id": case_id,
-                "patient": f"{i:05d}",
-                "timepoint": "000",
-                "split": split,
-                "qc_status": "ok",
-                "qc_reason": "",
-            }
-        )
-    cfg.paths.prepared.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(PrepareOutputs(cfg.paths).cases_csv, index=False)
+    write_prepared_run(
+        cfg.paths,
+        [
+            ("train" if i < n_train else "val", toy_case(f"BraTS-GLI-{i:05d}-000", shape, seed=i))
+            for i in range(n_train + n_val)
+        ],
+    )

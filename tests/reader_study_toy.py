@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+from prepared_run import write_prepared_run
 
 from gliomagen.cases import Case, write_case
 
@@ -63,20 +63,10 @@ def write_toy_pairs(root: Path, n_cases: int = 4, seed: int = 0) -> tuple[list[P
 def write_run_layout(run_dir: Path, n_cases: int = 4, seed: int = 0) -> None:
     """A run folder with ``prepared/val`` (+ ``cases.csv``) and ``synthetic/val``, as stages 01-04 leave it."""
     rng = np.random.default_rng(seed)
-    rows = []
+    real = []
     for i in range(n_cases):
         case_id = f"BraTS-GLI-{i + 1:05d}-000"
         mask = toy_mask(i)
-        write_case(run_dir / "prepared" / "val", Case(case_id, toy_image(mask, rng, 0.03), mask, AFFINE))
+        real.append(("val", Case(case_id, toy_image(mask, rng, 0.03), mask, AFFINE)))
         write_case(run_dir / "synthetic" / "val", Case(case_id, toy_image(mask, rng, 0.08), mask, AFFINE))
-        rows.append(
-            {
-                "id": case_id,
-                "patient": f"{i + 1:05d}",
-                "timepoint": "000",
-                "split": "val",
-                "qc_status": "ok",
-                "qc_reason": "",
-            }
-        )
-    pd.DataFrame(rows).to_csv(run_dir / "prepared" / "cases.csv", index=False)
+    write_prepared_run(run_dir, real)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from prepared_run import write_prepared_run
 
 from gliomagen.cases import Case, write_case
 from gliomagen.config import Config
-from gliomagen.data.outputs import PrepareOutputs
 
 
 def toy_mask(cfg: Config, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
@@ -62,7 +62,7 @@ def make_toy_run(
     """
     rng = np.random.default_rng(seed)
     affine = np.diag([*spacing, 1.0])
-    rows, ids = [], {"train": [], "val": [], "synthetic": []}
+    cases, ids = [], {"train": [], "val": [], "synthetic": []}
     patient = 0
     for split, n_pat in (("train", n_train_patients), ("val", n_val_patients)):
         for _ in range(n_pat):
@@ -70,19 +70,9 @@ def make_toy_run(
             for t in range(timepoints if split == "train" else 1):
                 cid = f"BraTS-GLI-{patient:05d}-{t:03d}"
                 mask = toy_mask(cfg, shape, rng)
-                write_case(cfg.paths.prepared / split, Case(cid, toy_image(cfg, mask, rng), mask, affine))
-                rows.append(
-                    {
-                        "id": cid,
-                        "patient": f"{patient:05d}",
-                        "timepoint": f"{t:03d}",
-                        "split": split,
-                        "qc_status": "ok",
-                        "qc_reason": "",
-                    }
-                )
+                cases.append((split, Case(cid, toy_image(cfg, mask, rng), mask, affine)))
                 ids[split].append(cid)
-    pd.DataFrame(rows).to_csv(PrepareOutputs(cfg.paths).cases_csv, index=False)
+    write_prepared_run(cfg.paths, cases)
     syn_rows = []
     for k in range(n_synthetic):
         source = ids["train"][k % len(ids["train"])]

@@ -12,12 +12,13 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from prepared_run import write_prepared_run
 
 from gliomagen.augment.outputs import read_manifest, read_summary
 from gliomagen.augment.recipe import augment_mask
 from gliomagen.augment.stage import augment
 from gliomagen.augment.transforms import flip_lr, resample_about_centre, touches_border
-from gliomagen.cases import Case, write_case
+from gliomagen.cases import Case
 from gliomagen.cli import main
 from gliomagen.config import Config, load_config
 from gliomagen.data.geometry import world_axis
@@ -57,17 +58,13 @@ def phantom_mask(lesion_offset: int = -4, shape: tuple[int, ...] = SHAPE) -> np.
 def make_run(tmp_path: Path, masks: dict[str, np.ndarray], overrides: list[str] | None = None) -> Config:
     """A run folder with prepared training cases (prepared layout + cases.csv) holding these masks."""
     cfg = load_config("smoke", overrides or [], run_dir=tmp_path / "run")
-    rows = []
-    for case_id, mask in masks.items():
-        image = np.stack([mask.astype(np.float32) / 5.0] * 4)
-        write_case(cfg.paths.prepared / "train", Case(case_id, image, mask, ras_affine()))
-        patient, timepoint = case_id.split("-")[2:]
-        rows.append(
-            dict(
-                id=case_id, patient=patient, timepoint=timepoint, split="train", qc_status="ok", qc_reason=""
-            )
-        )
-    pd.DataFrame(rows).to_csv(cfg.paths.prepared / "cases.csv", index=False)
+    write_prepared_run(
+        cfg.paths,
+        [
+            ("train", Case(case_id, np.stack([mask.astype(np.float32) / 5.0] * 4), mask, ras_affine()))
+            for case_id, mask in masks.items()
+        ],
+    )
     return cfg
 
 

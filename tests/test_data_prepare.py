@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -10,10 +11,10 @@ import pandas as pd
 import pytest
 
 from gliomagen.cases import load_case
-from gliomagen.config import PhantomConfig, load_config
-from gliomagen.data.outputs import PrepareOutputs
+from gliomagen.config import Config, PhantomConfig, load_config
+from gliomagen.data.outputs import PrepareOutputs, read_cases_table, usable_cases
 from gliomagen.data.phantom import FAULTS, grid_affine, make_phantom
-from gliomagen.data.prepare import prepare, read_cases_table, usable_cases
+from gliomagen.data.prepare import PrepareSummary, prepare
 
 OVERRIDES = ["data.phantom.patients=4", "data.phantom.faults=true", "runtime.workers=1", "data.split.n_val=2"]
 SMALL = {"patients": 2, "max_timepoints": 2, "shape": (46, 55, 46), "spacing": 4.0, "seed": 3}
@@ -51,12 +52,25 @@ def test_brats_grid_affine_is_mni152() -> None:
     np.testing.assert_allclose(grid_affine((182, 218, 182), 1.0)[:3, 3], [90, -126, -72])
 
 
-@pytest.mark.slow
-def test_prepare_reports_every_fault_and_splits_by_patient(tmp_path: Path) -> None:
-    cfg = load_config("smoke", OVERRIDES, run_dir=tmp_path / "run")
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> tuple[Config, PrepareSummary, pd.DataFrame]:
+    """One phantom with every fault, prepared once for the tests below (they only read it)."""
+    root = tmp_path_factory.mktemp("prepared")
+    cfg = load_config("smoke", OVERRIDES, run_dir=root / "run")
     summary = prepare(cfg, progress=False)  # generates the phantom into <run>/raw first
-    table = read_cases_table(cfg)
-    faults = table[table["patient"].str.startswith("9")].set_index("id")
+    return cfg, summary, read_cases_table(cfg)
+
+
+def _faults(table: pd.DataFrame) -> pd.DataFrame:
+    return table[table["patient"].str.startswith("9")].set_index("id")
+
+
+@pytest.mark.slow
+def test_every_fault_is_a_qc_row_that_names_the_file(
+    prepared: tuple[Config, PrepareSummary, pd.DataFrame],
+) -> None:
+    _, _, table = prepared
+    faults = _faults(table)
     assert len(faults) == len(FAULTS)
     expected = {
         "missing_modality": "t2w.nii.gz: file is missing",
@@ -78,39 +92,65 @@ def test_prepare_reports_every_fault_and_splits_by_patient(tmp_path: Path) -> No
             "head_touches_border",
             "head_holes",
         }
+
+
+@pytest.mark.slow
+def test_the_split_is_by_patient_and_never_exceeds_n_val(
+    prepared: tuple[Config, PrepareSummary, pd.DataFrame],
+) -> None:
+    cfg, summary, table = prepared
     good = table[~table["patient"].str.startswith("9")]
     assert (good["qc_status"] == "ok").all(), good[["id", "qc_reason"]]
     assert set(good.groupby("patient")["split"].nunique()) == {1}  # no patient on both sides
     assert 1 <= summary.val <= 2 and summary.patients_on_both_sides == []  # never more than n_val
-
     val = usable_cases(cfg, "val")
     assert [d.name for d in val] == sorted(table.loc[table["split"] == "val", "id"])
+
+
+@pytest.mark.slow
+def test_prepared_cases_keep_their_world_position(
+    prepared: tuple[Config, PrepareSummary, pd.DataFrame],
+) -> None:
+    cfg, _, _ = prepared
+    val = usable_cases(cfg, "val")
     case = load_case(val[0])
     assert case.image.dtype == np.float32 and case.mask.dtype == np.uint8
     assert case.image.shape == (4, 32, 40, 32) and case.image.min() >= 0 and case.image.max() <= 1
     assert set(np.unique(case.mask)) <= {lab.value for lab in cfg.data.labels}
-    raw = nib.load(tmp_path / "run" / "raw" / val[0].name / f"{val[0].name}-seg.nii.gz")
+    raw = nib.load(cfg.raw_dir / val[0].name / f"{val[0].name}-seg.nii.gz")
     # the grid centres coincide in world space
     centre_raw = raw.affine @ np.r_[(np.array(raw.shape) - 1) / 2, 1]
     centre_out = case.affine @ np.r_[(np.array(case.mask.shape) - 1) / 2, 1]
     np.testing.assert_allclose(centre_raw, centre_out, atol=1e-6)
 
-    again = prepare(cfg, progress=False)  # re-running skips every case
+
+@pytest.mark.slow
+def test_rerunning_skips_every_case_and_reports_every_fault(
+    prepared: tuple[Config, PrepareSummary, pd.DataFrame],
+) -> None:
+    cfg, _, table = prepared
+    again = prepare(cfg, progress=False)
     assert again.prepared_now == 0 and again.skipped == len(table)
     assert read_cases_table(cfg).equals(table)
-    report = (cfg.paths.prepared / "qc_report.md").read_text()
-    assert all(i in report for i in faults.index)
-    assert isinstance(pd.read_csv(PrepareOutputs(cfg.paths).cases_csv), pd.DataFrame)
+    report = PrepareOutputs(cfg.paths).qc_report.read_text()
+    assert all(i in report for i in _faults(table).index)
 
-    # the paper-compatible split reads validation ids from a file; cases are not prepared again
+
+@pytest.mark.slow
+def test_the_paper_split_reads_its_ids_and_reports_the_leak(
+    prepared: tuple[Config, PrepareSummary, pd.DataFrame], tmp_path: Path
+) -> None:
+    """The paper-compatible split reads validation ids from a file; cases are not prepared again."""
+    cfg, _, table = prepared
+    run = tmp_path / "run"
+    shutil.copytree(cfg.paths.root, run)
+    good = table[~table["patient"].str.startswith("9")]
     listing = tmp_path / "val_ids.txt"
     two_timepoints = good.groupby("patient")["id"].apply(list).loc[lambda s: s.str.len() > 1]
     leaky = two_timepoints.iloc[0][0] if len(two_timepoints) else good["id"].iloc[0]
     listing.write_text(f"{leaky}\nBraTS-GLI-90001-000\n")
     paper = load_config(
-        "smoke",
-        [*OVERRIDES, "data.split.method=paper", f"data.split.val_ids_file={listing}"],
-        run_dir=tmp_path / "run",
+        "smoke", [*OVERRIDES, "data.split.method=paper", f"data.split.val_ids_file={listing}"], run_dir=run
     )
     result = prepare(paper, progress=False)
     assert result.prepared_now == 0 and result.val == 1

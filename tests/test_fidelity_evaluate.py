@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from prepared_run import write_prepared_run
 from scipy import ndimage as ndi
 
 from gliomagen.cases import Case, write_case
@@ -36,30 +37,22 @@ def _volume(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
-def write_cases_csv(root: Path, case_ids: list[str], split: str = "val") -> None:
-    """A ``prepared/cases.csv`` listing ``case_ids`` as usable cases of ``split`` (what `gliomagen prepare`
-    leaves; the fidelity stage reads its validation cases from it). Local to the fidelity tests."""
-    rows = [
-        {"id": c, "patient": c[:15], "timepoint": c[-3:], "split": split, "qc_status": "ok"} for c in case_ids
-    ]
-    (root / "prepared").mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(root / "prepared" / "cases.csv", index=False)
-
-
 def make_run(root: Path, n: int = 3, identical: bool = False, seed: int = 0) -> None:
-    """``n`` real validation cases (with their cases.csv) and 'generated' ones (noisy or exact copies)."""
+    """``n`` real validation cases (prepared, with their cases.csv) and 'generated' ones (noisy or exact
+    copies)."""
     rng = np.random.default_rng(seed)
-    write_cases_csv(root, [f"BraTS-GLI-{i:05d}-000" for i in range(n)])
+    real = []
     for i in range(n):
         image, mask = _volume(rng)
         case_id = f"BraTS-GLI-{i:05d}-000"
-        write_case(root / "prepared" / "val", Case(case_id, image, mask, AFFINE))
+        real.append(("val", Case(case_id, image, mask, AFFINE)))
         fake = (
             image
             if identical
             else np.clip(image + 0.05 * rng.standard_normal(image.shape) * (mask > 0), 0, 1)
         )
         write_case(root / "synthetic" / "val", Case(case_id, fake.astype(np.float32), mask, AFFINE))
+    write_prepared_run(root, real)
 
 
 @pytest.fixture(autouse=True)

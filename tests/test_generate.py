@@ -14,13 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from prepared_run import write_prepared_run
 
 from gliomagen.augment.outputs import read_manifest as read_aug_manifest
 from gliomagen.augment.stage import augment
-from gliomagen.cases import Case, case_files, is_complete, write_case
+from gliomagen.cases import Case, case_files, is_complete
 from gliomagen.cli import main
 from gliomagen.config import Config, load_config
-from gliomagen.data.outputs import PrepareOutputs
 from gliomagen.diffusion.checkpoint import file_sha256, save_checkpoint
 from gliomagen.diffusion.network import build_model
 from gliomagen.generation.jobs import all_jobs, parse_shard, shard_jobs, volume_seed
@@ -74,19 +74,13 @@ def mask_for(k: int) -> np.ndarray:
 def build_run(root: Path, overrides: list[str] | None = None) -> Config:
     """Prepared train/val cases, their augmented masks and a real checkpoint of a tiny random network."""
     cfg = load_config("smoke", TINY + (overrides or []), run_dir=root)
-    rows = []
-    for k, (split, case_id) in enumerate(
-        [("train", "BraTS-GLI-00001-000"), ("train", "BraTS-GLI-00002-000")]
-        + [("val", f"BraTS-GLI-0001{i}-000") for i in range(2)]
-    ):
+    splits = [("train", "BraTS-GLI-00001-000"), ("train", "BraTS-GLI-00002-000")]
+    splits += [("val", f"BraTS-GLI-0001{i}-000") for i in range(2)]
+    cases = []
+    for k, (split, case_id) in enumerate(splits):
         mask = mask_for(k)
-        image = np.stack([mask.astype(np.float32) / 5] * 4)
-        write_case(cfg.paths.prepared / split, Case(case_id, image, mask, affine()))
-        patient, timepoint = case_id.split("-")[2:]
-        rows.append(
-            dict(id=case_id, patient=patient, timepoint=timepoint, split=split, qc_status="ok", qc_reason="")
-        )
-    pd.DataFrame(rows).to_csv(PrepareOutputs(cfg.paths).cases_csv, index=False)
+        cases.append((split, Case(case_id, np.stack([mask.astype(np.float32) / 5] * 4), mask, affine())))
+    write_prepared_run(cfg.paths, cases)
     augment(cfg, progress=False)
     write_random_checkpoint(cfg, seed=0, step=7)
     cfg.paths.training.mkdir(parents=True, exist_ok=True)

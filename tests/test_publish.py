@@ -244,7 +244,6 @@ def test_paper_verb_refuses_without_a_published_run(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from gliomagen.cli import main
-    from gliomagen.paper import main as paper_main
 
     dirs = [f"figures.figures_dir={tmp_path / 'f'}", f"figures.tables_dir={tmp_path / 't'}"]
     argv = ["paper", "--run-dir", str(tmp_path / "run"), *[a for d in dirs for a in ("--set", d)]]
@@ -252,5 +251,3 @@ def test_paper_verb_refuses_without_a_published_run(
         main(argv)
     assert exit_info.value.code == 1
     assert "has no PUBLISHED.json" in capsys.readouterr().err
-    # python -m gliomagen.paper (make paper) is the same check
-    assert paper_main(["--profile", "smoke", *[a for d in dirs for a in ("--set", d)]]) == 1

@@ -86,14 +86,19 @@ NEEDS: dict[str, tuple[str, ...]] = {
 }
 
 
+def exists(pattern: Path) -> bool:
+    """Whether ``pattern`` names an existing file, or matches one when it holds glob characters (in any part)."""
+    parts = pattern.parts
+    first = next((i for i, part in enumerate(parts) if any(c in part for c in "*?[")), None)
+    if first is None:
+        return pattern.is_file()
+    anchor = Path(*parts[:first])
+    return any(p.is_file() for p in anchor.glob(str(Path(*parts[first:]))))
+
+
 def missing_outputs(cfg: Config, stage: str) -> list[str]:
     """The markers of ``stage`` that do not exist in the run folder (a glob pattern must match a file)."""
-    missing = []
-    for pattern in PIPELINE[stage].outputs_of(cfg.paths).markers():
-        found = any(pattern.parent.glob(pattern.name)) if "*" in pattern.name else pattern.is_file()
-        if not found:
-            missing.append(str(pattern))
-    return missing
+    return [str(p) for p in PIPELINE[stage].outputs_of(cfg.paths).markers() if not exists(p)]
 
 
 def first_missing_stage(cfg: Config, stage: str, needs: tuple[str, ...] | None = None) -> str | None:

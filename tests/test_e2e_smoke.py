@@ -21,7 +21,7 @@ from gliomagen.paths import PAPER_DIR
 from gliomagen.reader_study.outputs import ReaderStudyOutputs
 from gliomagen.runner import EXPECTED_NOTEBOOKS, run_notebooks
 from gliomagen.segmentation.outputs import SegmentationOutputs, load_evaluation
-from gliomagen.stages import PIPELINE
+from gliomagen.stages import PIPELINE, exists
 
 pytestmark = pytest.mark.slow
 
@@ -159,7 +159,6 @@ def test_every_stage_leaves_what_it_declares(smoke_run: dict[str, object]) -> No
     stages["reader-study"] = ReaderStudyOutputs(cfg.paths)  # type: ignore[attr-defined]
     for name, outputs in stages.items():
         for pattern in outputs.declared():
-            found = any(pattern.parent.glob(pattern.name)) if "*" in pattern.name else pattern.exists()
-            if not found:
+            if not exists(pattern):
                 missing.append(f"{name}: {pattern}")
     assert missing == []

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from gliomagen.config import MODALITIES
+from gliomagen.data.geometry import voxel_spacing
 from gliomagen.io import load_nifti, write_nifti
 
 CASE_ID = re.compile(r"^BraTS-GLI-(?P<patient>\d{5})-(?P<timepoint>\d{3})$")
@@ -80,7 +81,7 @@ class Case:
 
     @property
     def spacing(self) -> tuple[float, float, float]:
-        return tuple(float(s) for s in np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0)))  # type: ignore[return-value]
+        return voxel_spacing(self.affine)
 
 
 def load_mask(case_dir: str | Path) -> tuple[np.ndarray, np.ndarray]:

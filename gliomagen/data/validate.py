@@ -17,6 +17,7 @@ import numpy as np
 
 from gliomagen.cases import raw_case_files as case_files
 from gliomagen.config import MODALITIES, LabelSpec
+from gliomagen.data.geometry import voxel_spacing
 from gliomagen.errors import InputError
 
 #: any BraTS task (GLI, MEN, MET, PED, SSA, ...): BraTS-<task>-<5-digit patient>-<3-digit timepoint>
@@ -139,7 +140,7 @@ def affine_problem(affine: np.ndarray) -> str | None:
     """
     if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
         return f"affine is not a finite 4x4 matrix ({np.array2string(affine, precision=3, separator=',')})"
-    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    sizes = np.asarray(voxel_spacing(affine))
     if np.any(sizes <= 1e-6):
         return f"affine has a zero voxel size (voxel sizes {np.round(sizes, 6).tolist()} mm)"
     if abs(np.linalg.det(affine[:3, :3])) <= 1e-9 * float(np.prod(sizes)):

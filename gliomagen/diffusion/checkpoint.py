@@ -24,7 +24,6 @@ Files (in ``<run>/checkpoints/``): ``step_0002500.pt`` every ``train.checkpoint_
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import pickle
@@ -39,6 +38,7 @@ import torch
 
 from gliomagen.config import Config, ModelConfig, load_config
 from gliomagen.errors import InputError, UnsafeFileError
+from gliomagen.hashing import content_hash
 from gliomagen.io import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,7 @@ def train_config(cfg: Config) -> dict[str, Any]:
 
 
 def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+    return content_hash(obj)
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:

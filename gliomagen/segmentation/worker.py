@@ -113,8 +113,9 @@ def _pools_inline() -> Iterator[None]:
     The first two always open a spawn pool, even for one process; the case listing
     (``get_filenames_of_train_images_and_targets``) opens a *fork* pool of 12, which in this process (torch
     and its threads already loaded) once deadlocked a smoke run (two forked children waiting on a lock
-    forever). Here their tasks run in this process instead (the same functions on the same arguments, in
-    order).
+    forever; a smoke run hung the same way in ``move_plans_between_datasets``, which lists the target
+    dataset's files through it). Here their tasks run in this process instead (the same functions on the
+    same arguments, in order).
     """
     from nnunetv2.experiment_planning import verify_dataset_integrity
     from nnunetv2.experiment_planning.dataset_fingerprint import fingerprint_extractor
@@ -156,7 +157,9 @@ def _preprocess(job: dict[str, Any]) -> bool:
     os.environ["nnUNet_n_proc_DA"] = str(max(1, int(da)))  # noqa: SIM112 -- nnU-Net's own name
     source = job.get("plans_from")
     if source:
-        _reuse_plans(job, source, pre_dir)
+        # nnU-Net's plan transfer lists the dataset's files through the same fork pool: inline it too
+        with _pools_inline():
+            _reuse_plans(job, source, pre_dir)
     else:
         with _pools_inline() if n == 1 else contextlib.nullcontext():
             extract_fingerprints(

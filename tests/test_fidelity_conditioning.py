@@ -11,6 +11,7 @@ from gliomagen.config import MODALITIES
 from gliomagen.fidelity.conditioning import (
     conditioning_table,
     contrast_error,
+    floor_partner,
     goals_failed,
     head_background_ratio,
     lesion_contrast,
@@ -78,3 +79,33 @@ def test_table_and_goals_separate_a_good_from_a_maskless_generator() -> None:
     assert any("t1n: median Pearson r" in f for f in failed)
     assert any("head/background" in f for f in failed)
     assert isinstance(summarise(table), pd.DataFrame)
+
+
+def test_the_floor_pairs_each_case_with_another_patient() -> None:
+    ids = ["BraTS-GLI-00005-000", "BraTS-GLI-00008-000", "BraTS-GLI-00008-001", "BraTS-GLI-00009-000"]
+    # 00008-000's next case is the same patient's later scan: skipped for 00009
+    assert [floor_partner(ids, i) for i in range(4)] == [1, 3, 3, 0]
+    assert floor_partner(["BraTS-GLI-00001-000", "BraTS-GLI-00001-001"], 0) == 1  # one patient: no choice
+    assert floor_partner(ids[:1], 0) is None
+
+
+def test_template_reference_and_the_goal_of_beating_it() -> None:
+    cases = [_toy(s) for s in range(3)]
+    template = np.mean([img for img, _ in cases], axis=0)
+    k = MODALITIES.index("t2w")
+    # a generator that returns the template: r equals the template reference, so it is not above it
+    echo = [(f"c{i}", img, template, m) for i, (img, m) in enumerate(cases)]
+    table = conditioning_table(echo, TUMOUR, template)
+    assert np.allclose(table["pearson_r"], table["pearson_r_template"])
+    expected = pearson_in(cases[0][0][k], template[k], cases[0][1] > 0)
+    assert table.set_index(["case_id", "modality"]).loc[("c0", "t2w"), "pearson_r_template"] == pytest.approx(
+        expected
+    )
+    summary = summarise(table)
+    assert not summary["pearson_above_references"].any()
+    assert any("not above the anatomy-blind references" in f for f in goals_failed(summary))
+    # a generator close to each real case is above both references
+    good = [(f"c{i}", img, img * 0.9 + 0.01 * _toy(10 + i)[0], m) for i, (img, m) in enumerate(cases)]
+    assert summarise(conditioning_table(good, TUMOUR, template))["pearson_above_references"].all()
+    # without a template the column is nan and only the floor is compared
+    assert conditioning_table(good, TUMOUR)["pearson_r_template"].isna().all()

@@ -93,30 +93,38 @@ fig_sampler_timing = plot_sampler_timing(timing)
 # %% [markdown]
 # ## How few network evaluations are enough: the sampler sweep (issue 18)
 # Each sampler of the `sweep` section at each number of network evaluations (NFE) generates the first
-# `sweep.max_masks` validation masks with the same per-volume seeds as above; each volume is compared with
-# its real volume (corrected MS-SSIM: non-empty axial slices, mean over the four modalities) and, when the
-# run has a trained real-only nnU-Net model, re-segmented by it (Dice against the conditioning mask). Bands
-# are 95% bootstrap intervals over subjects. Per sampler, the recommended NFE is the smallest whose every
-# interval overlaps the DDPM reference's. Every sampler clamps x̂₀ and re-derives ε from it (one rule; see
-# `gliomagen/diffusion/samplers.py`). The smoke grid is small (`configs/smoke.yaml`, no DDPM reference: it
-# costs minutes); `gliomagen sweep-samplers --set sweep.full_grid=true` runs the full one. A rerun skips
-# finished volumes, so rerunning after `gliomagen segment` adds only the re-segmentation Dice.
+# `sweep.max_masks` validation masks with the same per-volume seeds as above. Each volume is compared with
+# its real volume (corrected MS-SSIM: non-empty axial slices, mean over the four modalities) and, once the run
+# has a trained real-only nnU-Net model, re-segmented by it (Dice against the conditioning mask). Per grid cell
+# a distribution distance: the radiomics FID of one seeded half of the subjects' real slices against the other
+# half's generated slices, beside the same FID against the other half's *real* slices (the real-vs-real floor,
+# the fidelity stage's design; mean over modalities). Bands are 95% bootstrap intervals over subjects (over
+# subject pairs for the distance: with the smoke grid's 2 masks there is one pair and no interval, which the
+# `distance` column says). Per sampler, the recommended NFE is the smallest whose every interval overlaps the
+# DDPM reference's. Every sampler clamps x̂₀ and re-derives ε from it (one rule; see
+# `gliomagen/diffusion/samplers.py`). The smoke grid is small (`configs/smoke.yaml`: no DDPM reference, which
+# costs minutes, so **no reference and no recommendation** here); `gliomagen sweep-samplers --set
+# sweep.full_grid=true` runs the full one. Here nnU-Net has not been trained yet, so the re-segmentation Dice
+# is "not available"; the last cell of notebook 06 reruns the sweep, which then only adds the Dice.
 
 # %%
-from gliomagen.generation.sweep import grid, sweep_samplers
+from gliomagen.generation.sweep import grid, recommendation_text, sweep_samplers
 
 print("grid:", grid(cfg), "on", cfg.sweep.max_masks or "all", "validation masks")
 sweep = sweep_samplers(cfg, setup=setup)
 print(
-    f"re-segmentation Dice: {sweep.resegmentation}; {sweep.generated} generated, {sweep.skipped} skipped, {sweep.seconds:.0f} s"
+    f"{sweep.generated} generated, {sweep.skipped} skipped, {sweep.seconds:.0f} s "
+    f"(distance {sweep.metric_seconds['distance']:.1f} s)"
 )
+print(f"re-segmentation Dice: {sweep.resegmentation}")
+print(f"radiomics FID: {sweep.table['distance'].iloc[0]}")
+print(recommendation_text(sweep.recommendation))
 display(sweep.table)
-sweep.recommendation
 
 # %%
 from gliomagen.generation.plots import plot_sweep
 
-fig_sampler_sweep = plot_sweep(sweep.table)
+fig_sampler_sweep = plot_sweep(sweep.table, recommendation_text(sweep.recommendation))
 
 # %% [markdown]
 # ## One volume from any mask: `gliomagen sample`

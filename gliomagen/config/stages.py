@@ -102,6 +102,9 @@ class SweepConfig(_Section):
         reference: also run the paper's DDPM over all ``T`` steps (the reference every CI is compared with).
         max_masks: validation masks used (the first by id); ``null`` = all.
         resegment: re-segment every sweep volume with the run's real-only nnU-Net model when there is one.
+        distance_slices: per volume and modality, at most this many of the real volume's non-empty axial
+            slices (a seeded sample, the same slice indices in the real and the generated volume) go to the
+            sweep's radiomics FID and its real-vs-real floor; ``null`` = all of them.
     """
 
     full_grid: bool = True
@@ -110,6 +113,7 @@ class SweepConfig(_Section):
     reference: bool = True
     max_masks: int | None = Field(None, ge=2)
     resegment: bool = True
+    distance_slices: int | None = Field(None, ge=2)
 
 
 # ------------------------------------------------------------------------------------------- fidelity

@@ -5,5 +5,6 @@
 - :mod:`~gliomagen.generation.stage`: the resumable, shardable stage and its CLI;
 - :mod:`~gliomagen.generation.outputs`: every file the stage writes, and their readers;
 - :mod:`~gliomagen.generation.timing`, :mod:`~gliomagen.generation.plots`: notebook 04's table and figures;
-- :mod:`~gliomagen.generation.sweep`: quality and speed against network evaluations (issue 18).
+- :mod:`~gliomagen.generation.sweep`: quality and speed against network evaluations (issue 18);
+  :mod:`~gliomagen.generation.sweep_metrics`: its re-segmentation Dice and radiomics FID with the floor.
 """

@@ -52,8 +52,8 @@ COMMANDS = {
     "sweep-samplers": Command(
         help="sampler quality and speed against the number of network evaluations",
         reads="<run>/checkpoints/ (from `gliomagen train`), <run>/prepared/val/ masks, the real-only nnU-Net "
-        "model when `gliomagen segment` has run",
-        writes="<run>/sampler_sweep/ (volumes, figure) and the sweep's tables in <run>/metrics/",
+        "model when `gliomagen segment` has run (a rerun then only adds the re-segmentation Dice)",
+        writes="<run>/sampler_sweep/ (volumes, feature caches, figure) and the sweep's tables in <run>/metrics/",
         run=lazy("gliomagen.generation.sweep:run_cli"),
         description="Sampler quality and speed against the number of network evaluations (NFE). The grid comes "
         "from the profile's sweep section (--set sweep.full_grid=true for every sampler and NFE).",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -96,6 +97,14 @@ class GenerationOutputs(StageOutputs):
         """The per-volume record (metrics, seconds, identity); written last, so it marks a finished volume."""
         return self.sweep_volume_dir(sampler, nfe, case_id) / f"{case_id}-sweep.json"
 
+    def sweep_features(self, sampler: str, nfe: int, case_id: str) -> Path:
+        """Radiomics features of a sweep volume's distance slices (a cache keyed by its inputs)."""
+        return self.sweep_volume_dir(sampler, nfe, case_id) / f"{case_id}-radiomics.npz"
+
+    def sweep_real_features(self, case_id: str) -> Path:
+        """Radiomics features of the real validation volume's distance slices (a cache keyed by its inputs)."""
+        return self.sweep_root / "real_features" / f"{case_id}-radiomics.npz"
+
     @property
     def sweep_resegmentation(self) -> Path:
         """nnU-Net inputs and predictions of the re-segmentation Dice."""
@@ -182,3 +191,11 @@ def read_sweep(out: GenerationOutputs) -> pd.DataFrame:
 def read_sweep_volumes(out: GenerationOutputs) -> pd.DataFrame:
     """The sampler sweep's per-volume rows."""
     return pd.read_csv(out.sweep_volumes_table, dtype={"case_id": str, "seed": str})
+
+
+def read_sweep_recommendation(out: GenerationOutputs) -> dict[str, Any]:
+    """The sampler sweep's recommendation record (rule, statuses of its metrics, per-sampler NFE or why none)."""
+    from gliomagen.io import read_json
+
+    record: dict[str, Any] = read_json(out.sweep_recommendation)
+    return record

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from gliomagen.cases import load_mask, modality_path
@@ -142,16 +143,46 @@ def plot_real_vs_synthetic(cfg: Config, ids: Sequence[str] | None = None, n: int
 
 
 #: the sweep's metrics as (column stem, axis label)
-SWEEP_METRICS = (("ms_ssim", "corrected MS-SSIM vs real (↑)"), ("reseg_dice", "re-segmentation Dice (↑)"))
+SWEEP_METRICS = (
+    ("ms_ssim", "corrected MS-SSIM vs real (↑)"),
+    ("reseg_dice", "re-segmentation Dice (↑)"),
+    ("rad_fid", "radiomics FID vs real (↓)"),
+)
 
 
-def plot_sweep(table: pd.DataFrame) -> Figure:
-    """Each metric and seconds per volume against NFE, one line per sampler with its CI band over subjects;
-    the DDPM reference as a horizontal band."""
+def _floor_line(ax: Axes, table: pd.DataFrame, m: str) -> None:
+    """The real-vs-real floor of a distance (one value for the whole grid: the same real halves in every cell)."""
+    floor = table.get(f"{m}_floor")
+    if floor is None or not floor.notna().any():
+        return
+    r = table[floor.notna()].iloc[0]
+    ax.axhline(r[f"{m}_floor"], color="0.4", ls="--", lw=1, label="real-vs-real floor")
+    if np.isfinite(r[f"{m}_floor_low"]):
+        ax.axhspan(r[f"{m}_floor_low"], r[f"{m}_floor_high"], color="0.4", alpha=0.1)
+
+
+def _nfe_axis(ax: Axes, table: pd.DataFrame) -> None:
+    """A log NFE axis labelled at the grid's NFE values (not at powers of ten)."""
+    nfes = sorted({int(n) for n in table["nfe"]})
+    ax.set_xscale("log")
+    ax.set_xticks(nfes, [str(n) for n in nfes])
+    ax.minorticks_off()
+
+
+def plot_sweep(table: pd.DataFrame, note: str = "") -> Figure:
+    """Each metric and seconds per volume against NFE, one line per sampler with its CI band over subjects
+    (where one exists); the DDPM reference as a horizontal band and, for the distance, the real-vs-real floor
+    as a dashed line.
+
+    Args:
+        table: the sweep table (:func:`gliomagen.generation.outputs.read_sweep`).
+        note: a line under the title, e.g. the recommendation or why there is none
+            (:func:`gliomagen.generation.sweep.recommendation_text`).
+    """
     import matplotlib.pyplot as plt
 
     metrics = [(m, label) for m, label in SWEEP_METRICS if m in table and table[m].notna().any()]
-    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(4.2 * (len(metrics) + 1), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics) + 1, figsize=(4.2 * (len(metrics) + 1), 3.6), squeeze=False)
     ref = table[table["sampler"] == "ddpm"]
     others = table[table["sampler"] != "ddpm"]
     for ax, (m, label) in zip(axes[0], metrics, strict=False):
@@ -163,7 +194,8 @@ def plot_sweep(table: pd.DataFrame) -> Figure:
             r = ref.iloc[0]
             ax.axhline(r[m], color="k", lw=1, label=f"DDPM-{int(r['nfe'])}")
             ax.axhspan(r[f"{m}_low"], r[f"{m}_high"], color="k", alpha=0.1)
-        ax.set_xscale("log")
+        _floor_line(ax, table, m)
+        _nfe_axis(ax, table)
         ax.set_xlabel("network evaluations (NFE)")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
@@ -171,12 +203,19 @@ def plot_sweep(table: pd.DataFrame) -> Figure:
     for name, rows in table.groupby("sampler", sort=True):
         rows = rows.sort_values("nfe")
         ax.plot(rows["nfe"], rows["seconds_per_volume"], "o-" if name != "ddpm" else "ks", label=name)
-    ax.set_xscale("log")
+    _nfe_axis(ax, table)
     ax.set_yscale("log")
     ax.set_xlabel("network evaluations (NFE)")
     ax.set_ylabel("seconds per volume")
     ax.legend(fontsize=7)
     n = int(table["n_subjects"].max()) if len(table) else 0
-    fig.suptitle(f"Sampler sweep on {n} validation masks (bands: 95% bootstrap CI over subjects)", fontsize=9)
+    title = f"Sampler sweep on {n} validation masks (bands: 95% bootstrap CI over subjects, where one exists)"
+    if "distance" in table and len(table):
+        title += f"\nradiomics FID: {table['distance'].iloc[0]}"
+    if "resegmentation" in table and len(table) and table["resegmentation"].iloc[0] != "available":
+        title += f"\nre-segmentation Dice: {table['resegmentation'].iloc[0]}"
+    if note:
+        title += f"\n{note}"
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig

@@ -6,13 +6,15 @@ For every sampler and NFE of the grid (``sweep`` section; the DDPM reference run
 record last, so a rerun skips what is done (same sampler, NFE, seed, checkpoint and sampler rule).
 
 Per volume, against its real validation volume: the corrected MS-SSIM (2D, the real volume's non-empty axial
-slices, mean over slices then over the four modalities; :mod:`gliomagen.fidelity.metrics`), and the
-re-segmentation Dice: the run's real-only nnU-Net model segments the synthetic volume and the mean Dice of
-the tumour labels present is taken against the conditioning mask (:func:`resegmentation_dice`; recorded as
-not available when the run has no trained real-only model). Per sampler and NFE: median seconds per volume
-and each metric's mean over subjects with a percentile bootstrap interval over subjects
-(:func:`gliomagen.bootstrap.bootstrap_subjects`, the same resamples for every grid cell). The recommendation
-per sampler is the smallest NFE whose every metric's interval overlaps DDPM's.
+slices, mean over slices then over the four modalities; :mod:`gliomagen.fidelity.metrics`) and the
+re-segmentation Dice of the run's real-only nnU-Net model (filled in on a rerun once ``gliomagen segment`` has
+trained it; not available before). Per sampler and NFE: median seconds per volume, each per-volume metric's
+mean over subjects with a percentile bootstrap interval over subjects
+(:func:`gliomagen.bootstrap.bootstrap_subjects`, the same resamples for every grid cell), and the radiomics
+FID against the real volumes with its real-vs-real floor (:mod:`gliomagen.generation.sweep_metrics`, which
+also says when no interval is possible). The recommendation per sampler is the smallest NFE whose every
+metric's interval overlaps the DDPM reference's; without the reference in the grid (``sweep.reference``, off
+in smoke for time) there is none, and the table, figure and JSON say so.
 """
 
 from __future__ import annotations
@@ -31,12 +33,13 @@ import pandas as pd
 import torch
 
 from gliomagen.bootstrap import bootstrap_subjects
-from gliomagen.cases import Case, is_complete, load_case, load_mask, write_case
+from gliomagen.cases import Case, is_complete, load_case, write_case
 from gliomagen.config import MODALITIES, Config
 from gliomagen.generation.jobs import volume_seed
 from gliomagen.generation.outputs import GenerationOutputs
 from gliomagen.generation.sampling import SamplingSetup, load_setup, sample_batch
-from gliomagen.io import load_nifti, provenance, read_json, write_csv, write_json
+from gliomagen.generation.sweep_metrics import DISTANCE_COLUMNS, fill_resegmentation, sweep_distances
+from gliomagen.io import provenance, read_json, write_csv, write_json
 from gliomagen.locks import run_lock
 
 log = logging.getLogger(__name__)
@@ -46,7 +49,12 @@ FULL_SAMPLERS = ("ddim", "dpmpp", "unipc")
 FULL_NFE = (5, 10, 25, 50, 100, 250)
 #: the clipping rule of the samplers; part of a volume's identity (volumes of another rule are redone)
 SAMPLER_RULE = "x0-clamped-eps-rederived"
+#: per-volume metrics, summarised over subjects
 METRICS = ("ms_ssim", "reseg_dice")
+#: every metric the recommendation compares with the reference (where its interval exists)
+RECOMMEND_METRICS = (*METRICS, "rad_fid")
+#: what the table, figure and notebooks say when the grid has no DDPM reference
+NO_REFERENCE = "no DDPM reference in the grid (sweep.reference false): no recommendation"
 
 
 def grid(cfg: Config) -> list[tuple[str, int]]:
@@ -116,6 +124,9 @@ class SweepResult:
         skipped: volumes found done.
         resegmentation: ``available`` or why the re-segmentation Dice is not.
         seconds: wall time of this run.
+        resegmented: volumes re-segmented by this run (0 when every Dice was there).
+        distance: ``available`` or why the radiomics FID is not.
+        metric_seconds: wall seconds of this run's re-segmentation and distance, each.
     """
 
     table: pd.DataFrame = field(repr=False)
@@ -125,6 +136,9 @@ class SweepResult:
     skipped: int
     resegmentation: str
     seconds: float
+    resegmented: int = 0
+    distance: str = ""
+    metric_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def sweep_samplers(
@@ -155,7 +169,8 @@ def _sweep(
 ) -> SweepResult:
     t_start = time.perf_counter()
     setup = setup or load_setup(cfg)
-    cases = [load_case(d) for d in sweep_cases(cfg)]
+    case_dirs = sweep_cases(cfg)
+    cases = [load_case(d) for d in case_dirs]
     if len(cases) < 2:
         raise ValueError(
             f"the sampler sweep needs at least 2 validation cases for an interval, found {len(cases)}"
@@ -198,15 +213,22 @@ def _sweep(
                 generated += 1
         if progress:
             log.info("sweep %s-%d: %d volumes (%d new)", name, nfe, len(cases), len(todo))
-    volumes = pd.DataFrame(
-        [read_json(out.sweep_record(name, nfe, c.case_id)) for name, nfe in cells for c in cases]
+    records = [read_json(out.sweep_record(name, nfe, c.case_id)) for name, nfe in cells for c in cases]
+    t0 = time.perf_counter()
+    status, resegmented = fill_resegmentation(cfg, out, records)
+    t1 = time.perf_counter()
+    distances, distance_status = sweep_distances(cfg, out, cells, cases, case_dirs)
+    timings = {"resegmentation": t1 - t0, "distance": time.perf_counter() - t1}
+    log.info(
+        "sweep metrics: re-segmentation %.1f s (%d volumes), distance %.1f s",
+        timings["resegmentation"],
+        resegmented,
+        timings["distance"],
     )
-    dice, status = (
-        resegmentation_dice(cfg, out, volumes) if cfg.sweep.resegment else ({}, "off (sweep.resegment)")
-    )
-    volumes["reseg_dice"] = [dice.get(key, np.nan) for key in _keys(volumes)]
+    volumes = pd.DataFrame(records)
     table = summarise(cfg, volumes)
     table["resegmentation"] = status
+    table = _with_distances(table, distances, distance_status)
     recommendation = recommend(table)
     write_csv(out.sweep_volumes_table, volumes)
     write_csv(out.sweep_table, table)
@@ -217,6 +239,7 @@ def _sweep(
             "rule": "per sampler, the smallest NFE whose every metric's CI overlaps the DDPM reference's",
             "sampler_rule": SAMPLER_RULE,
             "resegmentation": status,
+            "distance": distance_status,
             "recommendation": recommendation,
         },
     )
@@ -224,61 +247,38 @@ def _sweep(
     from gliomagen.generation.plots import plot_sweep
 
     stem = out.sweep_figure_stem
-    save_figure(plot_sweep(table), stem.parent, stem.name, footer=f"{cfg.profile} run, config {cfg.hash}")
+    save_figure(
+        plot_sweep(table, recommendation_text(recommendation)),
+        stem.parent,
+        stem.name,
+        footer=f"{cfg.profile} run, config {cfg.hash}",
+    )
     return SweepResult(
-        table, volumes, recommendation, generated, skipped, status, time.perf_counter() - t_start
+        table,
+        volumes,
+        recommendation,
+        generated,
+        skipped,
+        status,
+        time.perf_counter() - t_start,
+        resegmented,
+        distance_status,
+        timings,
     )
 
 
-# ---------------------------------------------------------------------------------- re-segmentation
-def _keys(volumes: pd.DataFrame) -> list[tuple[str, int, str]]:
-    """``(sampler, nfe, case_id)`` of each per-volume row."""
-    cols = (volumes["sampler"].astype(str), volumes["nfe"].astype(int), volumes["case_id"].astype(str))
-    return [(s, int(n), c) for s, n, c in zip(*cols, strict=True)]
-
-
-def real_only_configuration(cfg: Config) -> Any:
-    """The segmentation configuration trained on all real data and nothing else, or ``None``."""
-    return next((c for c in cfg.segment.configurations if c.synthetic == 0 and c.real_fraction == 1.0), None)
-
-
-def resegmentation_dice(
-    cfg: Config, out: GenerationOutputs, volumes: pd.DataFrame
-) -> tuple[dict[tuple[str, int, str], float], str]:
-    """Dice of the real-only nnU-Net's segmentation of each sweep volume against its conditioning mask.
-
-    Uses the segmentation stage read-only: its plan of the real-only configuration, its trained model (only
-    if :func:`gliomagen.segmentation.nnunet.is_trained`), its prediction worker and its agreement score (mean
-    Dice over the tumour labels present, :func:`gliomagen.segmentation.hq.agreement_score`). Predictions are
-    kept, so a rerun predicts only new volumes.
-
-    Returns:
-        ``{(sampler, nfe, case_id): dice}`` and ``"available"``, or ``{}`` and why it is not available.
-    """
-    conf = real_only_configuration(cfg)
-    if conf is None:
-        return {}, "not available: no real-only configuration in segment.configurations"
-    try:
-        from gliomagen.segmentation import export, nnunet
-        from gliomagen.segmentation.hq import agreement_score
-
-        plan = export.plan_configuration(cfg, conf)
-        if not nnunet.is_trained(cfg, plan):
-            return {}, f"not available: the real-only nnU-Net model ({conf.name}) is not trained in this run"
-        uid = {(s, n, c): f"{s}-{n:04d}-{c}" for s, n, c in _keys(volumes)}
-        inputs, preds = out.sweep_resegmentation / "input", out.sweep_resegmentation / "pred"
-        inputs.mkdir(parents=True, exist_ok=True)
-        export.export_images({u: out.sweep_volume_dir(s, n, c) for (s, n, c), u in uid.items()}, inputs)
-        nnunet.run_job(cfg, nnunet.make_job(cfg, plan, [(inputs, preds)], train=False))
-        lut = export.inverse_label_lut(cfg)
-        dice = {}
-        for (s, n, c), u in uid.items():
-            pred = lut[np.asarray(load_nifti(preds / f"{u}{export.FILE_ENDING}").dataobj).astype(np.uint8)]
-            dice[(s, n, c)] = agreement_score(load_mask(out.sweep_volume_dir(s, n, c))[0], pred, cfg)["score"]
-        return dice, "available"
-    except Exception as exc:  # noqa: BLE001 -- the sweep's other metrics stand without it; the reason is kept
-        log.error("re-segmentation Dice not available: %s", exc)
-        return {}, f"not available: {type(exc).__name__}: {exc}"
+def _with_distances(
+    table: pd.DataFrame, distances: dict[tuple[str, int], dict[str, Any]], status: str
+) -> pd.DataFrame:
+    """The table with the distance columns of each cell (empty, with the reason, when not available)."""
+    cols = [f"{c}{s}" for c in DISTANCE_COLUMNS for s in ("", "_low", "_high")]
+    keys = zip(table["sampler"].astype(str), table["nfe"].astype(int), strict=True)
+    rows = [distances.get((name, int(nfe)), {}) for name, nfe in keys]
+    for col in cols:
+        table[col] = [float(r.get(col, np.nan)) for r in rows]
+    table["distance_pairs"] = [int(r.get("distance_pairs", 0)) for r in rows]
+    table["distance"] = [str(r.get("distance", status)) for r in rows]
+    return table
 
 
 # ------------------------------------------------------------------------------------------ summary
@@ -327,12 +327,17 @@ def _overlap(row: pd.Series, ref: pd.Series, m: str) -> bool:
 
 
 def recommend(table: pd.DataFrame) -> dict[str, Any]:
-    """Per sampler: the smallest NFE whose every available metric's CI overlaps DDPM's (``None`` if none)."""
+    """Per sampler: the smallest NFE whose every available metric's CI overlaps DDPM's (``None`` if none).
+
+    A metric counts when the reference has an interval for it (MS-SSIM, re-segmentation Dice once a model
+    exists, the radiomics FID with at least two subject pairs). Without a DDPM row: ``available`` false and
+    :data:`NO_REFERENCE` as the reason.
+    """
     ref_rows = table[table["sampler"] == "ddpm"]
     if ref_rows.empty:
-        return {"available": False, "why": "no DDPM reference in the grid (sweep.reference)"}
+        return {"available": False, "why": NO_REFERENCE}
     ref = ref_rows.iloc[0]
-    metrics = [m for m in METRICS if np.isfinite(ref.get(f"{m}_low", np.nan))]
+    metrics = [m for m in RECOMMEND_METRICS if np.isfinite(ref.get(f"{m}_low", np.nan))]
     out: dict[str, Any] = {
         "available": True,
         "metrics": metrics,
@@ -354,14 +359,30 @@ def recommend(table: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def recommendation_text(recommendation: dict[str, Any]) -> str:
+    """One line for tables, figures and notebooks: the recommended NFE per sampler, or why there is none."""
+    if not recommendation.get("available"):
+        return str(recommendation.get("why", NO_REFERENCE))
+    parts = []
+    for name, best in recommendation["samplers"].items():
+        parts.append(
+            f"{name}: none overlaps DDPM-{recommendation['reference_nfe']}"
+            if best is None
+            else f"{name}: NFE {best['nfe']} ({best['speedup_vs_ddpm']:.0f}x faster than DDPM)"
+        )
+    return "recommended: " + "; ".join(parts) + f" (metrics: {', '.join(recommendation['metrics'])})"
+
+
 # ---------------------------------------------------------------------------------------------- CLI
 def run_cli(cfg: Config, args: argparse.Namespace) -> SweepResult:
     """``gliomagen sweep-samplers`` (the grid from the ``sweep`` section: ``--set sweep.full_grid=true``)."""
     result = sweep_samplers(cfg)
     cols = ["sampler", "nfe", "seconds_per_volume", "ms_ssim", "ms_ssim_low", "ms_ssim_high", "reseg_dice"]
+    cols += ["rad_fid", "rad_fid_floor", "rad_fid_ratio"]
     print(result.table[cols].to_string(index=False))
-    print(f"re-segmentation Dice: {result.resegmentation}")
-    print(f"recommendation: {result.recommendation}")
+    print(f"re-segmentation Dice: {result.resegmentation} ({result.resegmented} volumes re-segmented now)")
+    print(f"radiomics FID: {result.distance}; {result.table['distance'].iloc[0]}")
+    print(recommendation_text(result.recommendation))
     out = GenerationOutputs(cfg.paths)
     print(
         f"{result.generated} generated, {result.skipped} skipped in {result.seconds:.0f} s -> {out.sweep_table}"

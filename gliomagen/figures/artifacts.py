@@ -131,6 +131,22 @@ ARTIFACTS: tuple[Artifact, ...] = (
         sources.sampler_timing,
     ),
     Artifact(
+        "fig_sampler_sweep",
+        "figure",
+        "new: quality and speed against NFE (issue 18)",
+        "04_generation",
+        makers.fig_sampler_sweep,
+        sources.sampler_sweep,
+    ),
+    Artifact(
+        "tab_sampler_sweep",
+        "table",
+        "new: sampler sweep with CIs (issue 18)",
+        "04_generation",
+        tables.tab_sampler_sweep,
+        sources.sampler_sweep,
+    ),
+    Artifact(
         "tab_fidelity",
         "table",
         "Fig. 11 (fidelity table)",

@@ -71,6 +71,16 @@ def fig_qualitative(cfg: Config) -> Figure:
     return _with_legend(plot_real_vs_synthetic(cfg), cfg)
 
 
+def fig_sampler_sweep(cfg: Config) -> Figure:
+    from gliomagen.generation.outputs import GenerationOutputs, read_sweep, read_sweep_recommendation
+    from gliomagen.generation.plots import plot_sweep
+    from gliomagen.generation.sweep import recommendation_text
+
+    out = GenerationOutputs(cfg.paths)
+    record = read_sweep_recommendation(out)
+    return plot_sweep(read_sweep(out), recommendation_text(record["recommendation"]))
+
+
 def fig_fidelity_per_subject(cfg: Config) -> Figure:
     from gliomagen.fidelity.outputs import read_per_subject
     from gliomagen.fidelity.plots import plot_per_subject

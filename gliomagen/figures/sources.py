@@ -40,6 +40,13 @@ def sampler_timing(cfg: Config) -> list[Path]:
     return [GenerationOutputs(cfg.paths).sampler_timing]
 
 
+def sampler_sweep(cfg: Config) -> list[Path]:
+    from gliomagen.generation.outputs import GenerationOutputs
+
+    out = GenerationOutputs(cfg.paths)
+    return [out.sweep_table, out.sweep_recommendation]
+
+
 def fidelity(cfg: Config) -> list[Path]:
     return [FidelityOutputs(cfg.paths).results_json]
 

@@ -4,6 +4,7 @@ LaTeX and Markdown by :func:`gliomagen.figures.export.write_table`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pandas as pd
@@ -11,6 +12,7 @@ import pandas as pd
 from gliomagen.config import Config
 from gliomagen.fidelity.outputs import FidelityResults
 from gliomagen.figures.diagrams import dataset_table
+from gliomagen.figures.export import format_value
 
 TableResult = tuple[pd.DataFrame, str]
 
@@ -43,6 +45,53 @@ def tab_samplers(cfg: Config) -> TableResult:
 
     frame = read_sampler_timing(GenerationOutputs(cfg.paths))
     return frame, f"Seconds per generated volume for each sampler ({cfg.profile} profile, this machine)."
+
+
+def _with_ci(row: Any, m: str) -> str:
+    """``value [low, high]`` of one metric of a sweep row (the value alone without an interval; "–" without
+    a value)."""
+    value = format_value(row[m])
+    low, high = row.get(f"{m}_low", math.nan), row.get(f"{m}_high", math.nan)
+    if value == "–" or not (math.isfinite(low) and math.isfinite(high)):
+        return value
+    return f"{value} [{format_value(low)}, {format_value(high)}]"
+
+
+def _sentence(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def tab_sampler_sweep(cfg: Config) -> TableResult:
+    """The sampler sweep (issue 18): speed and every metric per sampler and NFE, with intervals where possible."""
+    from gliomagen.generation.outputs import GenerationOutputs, read_sweep, read_sweep_recommendation
+    from gliomagen.generation.sweep import recommendation_text
+
+    out = GenerationOutputs(cfg.paths)
+    sweep, record = read_sweep(out), read_sweep_recommendation(out)
+    reference = bool((sweep["sampler"] == "ddpm").any())
+    rows = [
+        {
+            "sampler": r["sampler"],
+            "NFE": int(r["nfe"]),
+            "s / volume": r["seconds_per_volume"],
+            "× DDPM speed": r["speedup_vs_ddpm"] if reference else "no reference",
+            "MS-SSIM ↑": _with_ci(r, "ms_ssim"),
+            "re-seg Dice ↑": _with_ci(r, "reseg_dice"),
+            "radiomics FID ↓": _with_ci(r, "rad_fid"),
+            "real-vs-real floor": _with_ci(r, "rad_fid_floor"),
+            "FID / floor": _with_ci(r, "rad_fid_ratio"),
+        }
+        for _, r in sweep.iterrows()
+    ]
+    n = int(sweep["n_subjects"].max()) if len(sweep) else 0
+    distance = str(sweep["distance"].iloc[0]) if len(sweep) else str(record.get("distance", "not recorded"))
+    return pd.DataFrame(rows), (
+        f"Sampler sweep ({cfg.profile} profile, this machine): {n} validation masks, fixed seeds; mean over "
+        f"subjects [95% bootstrap CI over subjects]. {_sentence(recommendation_text(record['recommendation']))}. "
+        f"Re-segmentation Dice (real-only nnU-Net): {record.get('resegmentation', 'not recorded')}. "
+        f"Radiomics FID (mean over modalities; one half's real slices vs the other half's generated or real "
+        f"ones): {distance}."
+    )
 
 
 def _fidelity_results(cfg: Config) -> FidelityResults:

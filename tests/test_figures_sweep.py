@@ -104,3 +104,12 @@ def test_sweep_figure_says_when_there_is_no_reference() -> None:
         line for ax in fig.axes for line in ax.get_lines() if line.get_label() == "real-vs-real floor"
     ]
     assert len(floor_lines) == 1
+
+
+def test_recommendation_needs_the_distance_to_overlap_too() -> None:
+    table = sweep_table(reference=True)
+    assert recommend(table)["metrics"] == ["ms_ssim", "reseg_dice", "rad_fid"]
+    assert recommend(table)["samplers"]["ddim"]["nfe"] == 25
+    far = table["sampler"].eq("ddim") & table["nfe"].eq(25)
+    table.loc[far, ["rad_fid", "rad_fid_low", "rad_fid_high"]] = [0.9, 0.85, 0.95]  # apart from DDPM's
+    assert recommend(table)["samplers"]["ddim"] is None

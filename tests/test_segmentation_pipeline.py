@@ -19,7 +19,7 @@ from gliomagen.segmentation.pipeline import SegmentResult, load_evaluation, segm
 
 TINY = [
     "segment.configurations=[{name: real_only}, {name: hq2_only, real_fraction: 0.0, synthetic: 2,"
-    " synthetic_pool: hq}]",
+    " synthetic_pool: hq}, {name: real_2syn, synthetic: 2, synthetic_pool: all}]",
     "segment.hq_count=2",
     "segment.epochs=1",
     "segment.iterations_per_epoch=2",
@@ -42,7 +42,7 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
         cfg, n_train_patients=3, timepoints=2, n_val_patients=2, n_synthetic=4, shape=(16, 16, 16)
     )
     summary = segment(cfg)
-    names = ["real_only", "hq2_only"]
+    names = ["real_only", "hq2_only", "real_2syn"]
     assert isinstance(summary, SegmentResult)
     assert list(summary.evaluated) == names and list(summary.missing) == []
     assert summary.validation_cases == len(ids["val"])
@@ -58,8 +58,8 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
     assert list(ev.paper["configuration"]) == names
     assert ev.paper["Kappa"].between(-1, 1).all() and ev.paper["avg Dice"].between(0, 1).all()
     assert set(ev.corrected["region"]) == {"ET", "TC", "WT", "NETC", "SNFH", "RC"}
-    assert len(ev.corrected_per_case) == 2 * len(ids["val"]) * 6
-    assert set(ev.stats["configuration"]) == {"hq2_only"}
+    assert len(ev.corrected_per_case) == 3 * len(ids["val"]) * 6
+    assert set(ev.stats["configuration"]) == {"hq2_only", "real_2syn"}
     for f in cfg.paths.metrics.glob("segmentation*.csv"):
         frame = pd.read_csv(f)
         assert "config_hash" in frame and (frame.empty or frame["config_hash"].iloc[0] == cfg.hash), f.name
@@ -70,6 +70,10 @@ def test_segment_end_to_end_with_real_nnunet(tmp_path):
     assert not set(hq_plan["synthetic_ids"]) & {f"{v}-a1" for v in ids["val"]}
     timing = read_timing(out)
     assert timing["real_only"]["trained"] is True
+    # the baseline (plan source, HQ scorer) ran alone; the other two together (smoke: 2 at a time)
+    assert timing["real_only"]["concurrent_with"] == []
+    assert timing["hq2_only"]["concurrent_with"] == ["real_2syn"]
+    assert timing["real_2syn"]["concurrent_with"] == ["hq2_only"]
     # resumable: nothing is retrained or re-predicted
     again = segment(cfg)
     assert all(again.this_run[n].get("skipped") for n in names)

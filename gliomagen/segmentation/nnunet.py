@@ -52,6 +52,7 @@ __all__ = [
     "run_job",
     "trainer_name",
     "verify_checkpoint",
+    "write_job",
 ]
 
 TRAINER_DIR = Path(__file__).resolve().parent / "trainers"
@@ -158,11 +159,23 @@ def make_job(
     }
 
 
-def run_job(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
+def write_job(cfg: Config, job: dict[str, Any]) -> Path:
+    """Write ``job`` to its file (``<run>/nnunet/jobs/<name>.json``), which the worker process reads."""
+    return write_json(cfg.paths.nnunet / "jobs" / f"{job['name']}.json", job)
+
+
+def run_job(cfg: Config, job: dict[str, Any], written: Path | None = None) -> dict[str, Any]:
     """Run a job in a fresh Python process and return its timing record.
 
     The job holds the run folder's lock ``nnunet-<dataset>`` while it trains (one trainer per model folder);
     the process dies with this one (:func:`gliomagen.locks.run_child`).
+
+    Args:
+        cfg: run configuration.
+        job: the job (:func:`make_job`).
+        written: its file, when the caller wrote it already (:func:`write_job`). The segmentation stage
+            writes its files from one thread and runs jobs in pool threads
+            (:mod:`gliomagen.segmentation.schedule`); then only the log is appended to here.
 
     Raises:
         CheckpointRefused: the worker refused to load a checkpoint (exit code 2; the message names the file).
@@ -171,12 +184,10 @@ def run_job(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
     """
     key = f"nnunet-{job['dataset_name']}" if job["train"] else f"nnunet-{job['name']}-predict"
     with run_lock(cfg.paths.root, key):
-        return _run_job_locked(cfg, job)
+        return _run_job_locked(cfg, job, written or write_job(cfg, job))
 
 
-def _run_job_locked(cfg: Config, job: dict[str, Any]) -> dict[str, Any]:
-    job_path = cfg.paths.nnunet / "jobs" / f"{job['name']}.json"
-    write_json(job_path, job)
+def _run_job_locked(cfg: Config, job: dict[str, Any], job_path: Path) -> dict[str, Any]:
     log_path = SegmentationOutputs(cfg.paths).log(job["name"])
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **job["env"]}

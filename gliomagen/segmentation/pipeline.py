@@ -1,19 +1,24 @@
 """The segmentation stage: export, train and predict every configuration, score the HQ pool, evaluate.
 
-``segment(cfg)`` runs the configurations in dependency order -- the real-only baseline first (its model
-scores the synthetic pool for the HQ subset), then the ``all``-pool mixes, then the HQ mixes -- each in its
-own nnU-Net process, and finally :func:`~gliomagen.segmentation.evaluation.evaluate` on the real validation
-scans. Every step skips finished work, so a re-run resumes. ``gliomagen segment --configuration NAME`` runs a
-single configuration (a job array can run the six in parallel once the baseline and the HQ scoring exist).
+``segment(cfg)`` runs the configurations in dependency order -- the real-only baseline first and alone (its
+model scores the synthetic pool for the HQ subset; with ``segment.shared_plans`` the others take its plans),
+then the HQ scoring, then the ``all``-pool mixes and the HQ mixes, several at a time where the runtime allows
+(:mod:`gliomagen.segmentation.schedule`) -- each in its own nnU-Net process, and finally
+:func:`~gliomagen.segmentation.evaluation.evaluate` on the real validation scans. Every step skips finished
+work, so a re-run resumes. ``gliomagen segment --configuration NAME`` runs a single configuration (a job
+array can run the six in parallel once the baseline and the HQ scoring exist).
 The files it writes are listed in :mod:`gliomagen.segmentation.outputs`.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,8 +37,21 @@ from gliomagen.segmentation.evaluation import (
     evaluate,
 )
 from gliomagen.segmentation.export import dataset_dir, export_dataset, export_images
-from gliomagen.segmentation.nnunet import is_trained, make_job, model_dir, prediction_dir, run_job
+from gliomagen.segmentation.nnunet import (
+    is_trained,
+    make_job,
+    model_dir,
+    prediction_dir,
+    run_job,
+    write_job,
+)
 from gliomagen.segmentation.outputs import Evaluation, SegmentationOutputs
+from gliomagen.segmentation.schedule import (
+    concurrent_configurations,
+    overlapping,
+    run_scheduled,
+    stop_worker_processes,
+)
 from gliomagen.segmentation.selection import DatasetPlan, ExportError, plan_configuration, synthetic_pool
 
 log = logging.getLogger(__name__)
@@ -106,6 +124,28 @@ def _clear_outputs(cfg: Config, plan: DatasetPlan) -> None:
             shutil.rmtree(path)
 
 
+def prepare_configuration(
+    cfg: Config,
+    conf: SegConfiguration,
+    hq_ranking: list[str] | None,
+    skip_training: bool,
+    plans_from: str | None = None,
+) -> tuple[DatasetPlan, dict[str, Any] | None]:
+    """Export one configuration and describe its nnU-Net process's work (``None``: it has nothing to do)."""
+    plan = plan_configuration(cfg, conf, hq_ranking)
+    if export_dataset(cfg, plan):
+        _clear_outputs(cfg, plan)
+    images_ts = dataset_dir(cfg, plan) / "imagesTs"
+    predict = [(images_ts, prediction_dir(cfg, plan.name))]
+    if skip_training:
+        if is_trained(cfg, plan) and not _predictions_complete(cfg, plan.name):
+            return plan, make_job(cfg, plan, predict, train=False)
+        return plan, None
+    if is_trained(cfg, plan) and _predictions_complete(cfg, plan.name):
+        return plan, None
+    return plan, make_job(cfg, plan, predict, plans_from=plans_from)
+
+
 def run_configuration(
     cfg: Config,
     conf: SegConfiguration,
@@ -114,18 +154,8 @@ def run_configuration(
     plans_from: str | None = None,
 ) -> tuple[DatasetPlan, dict[str, Any]]:
     """Export one configuration and (unless skipped) train and predict it in its own process."""
-    plan = plan_configuration(cfg, conf, hq_ranking)
-    if export_dataset(cfg, plan):
-        _clear_outputs(cfg, plan)
-    images_ts = dataset_dir(cfg, plan) / "imagesTs"
-    predict = [(images_ts, prediction_dir(cfg, plan.name))]
-    if skip_training:
-        if is_trained(cfg, plan) and not _predictions_complete(cfg, plan.name):
-            return plan, run_job(cfg, make_job(cfg, plan, predict, train=False))
-        return plan, {"skipped": True}
-    if is_trained(cfg, plan) and _predictions_complete(cfg, plan.name):
-        return plan, {"skipped": True}
-    return plan, run_job(cfg, make_job(cfg, plan, predict, plans_from=plans_from))
+    plan, job = prepare_configuration(cfg, conf, hq_ranking, skip_training, plans_from)
+    return plan, {"skipped": True} if job is None else run_job(cfg, job)
 
 
 def compute_hq(cfg: Config, baseline: DatasetPlan, skip_training: bool) -> list[str]:
@@ -155,6 +185,12 @@ def compute_hq(cfg: Config, baseline: DatasetPlan, skip_training: bool) -> list[
 def segment(cfg: Config, configuration: str | None = None, skip_training: bool = False) -> SegmentResult:
     """Run the segmentation stage (all configurations, or only ``configuration``) and evaluate.
 
+    What the others need runs first and alone: the first configuration when they reuse its plans
+    (``segment.shared_plans``) or when it is the real-only baseline, then the HQ scoring with the baseline's
+    model. The rest run up to :func:`~gliomagen.segmentation.schedule.concurrent_configurations` at a time
+    (each in its own nnU-Net process, with its fixed seed: the results do not depend on the order); each
+    configuration's timing lists the configurations that ran ``concurrent_with`` it.
+
     Args:
         cfg: run configuration.
         configuration: a name from ``segment.configurations``; ``None`` runs them all.
@@ -163,6 +199,10 @@ def segment(cfg: Config, configuration: str | None = None, skip_training: bool =
     Returns:
         what was evaluated, the two tables and the timings (:class:`SegmentResult`); the same summary is
         written to ``<run>/metrics/segmentation.json``.
+
+    Raises:
+        Exception: a configuration's failure (with a note naming it); the configurations running beside it
+            finish and are recorded first, and no new one starts.
     """
     names = [c.name for c in cfg.segment.configurations]
     if configuration is not None and configuration not in names:
@@ -173,30 +213,102 @@ def segment(cfg: Config, configuration: str | None = None, skip_training: bool =
         raise ExportError(
             "an HQ configuration needs a real-only configuration (real_fraction 1, synthetic 0)"
         )
-    timings: dict[str, Any] = {}
     hq_ranking = hq_mod.hq_ranking(cfg)
-    base_plan: DatasetPlan | None = None
-    first_planned: str | None = None
-    for conf in tqdm(todo, desc="nnU-Net configurations", unit="config"):
+    hq_needed = hq_ranking is None and any(_needs_hq(c) for c in todo)
+    alone, together = _phases(cfg, todo, hq_needed)
+    by_name = {c.name: c for c in todo}
+    order = [*[c.name for c in alone], "hq_scoring_s", *[c.name for c in together]]
+    timings: dict[str, Any] = {}
+    plans: dict[str, DatasetPlan] = {}
+    # (start, end) of each configuration of this call, end None while it runs: what ran concurrently
+    intervals: dict[str, tuple[float, float | None]] = {}
+    locks: dict[str, contextlib.ExitStack] = {}
+
+    def start(name: str) -> Callable[[], tuple[dict[str, Any], float]]:
+        """Take the configuration's lock, export it and write its job (this thread writes every file)."""
+        conf = by_name[name]
+        nothing_running = all(end is not None for _, end in intervals.values())
+        locks[name] = contextlib.ExitStack()
+        # one process per data mix at a time (export, training, prediction); others may run in parallel.
+        # Partial files of dead writers are cleaned only while none of this run's nnU-Net processes runs:
+        # the listing of nnunet/ fails when a running one removes a folder meanwhile
+        locks[name].enter_context(
+            run_lock(cfg.paths.root, f"segment-{name}", clean=[cfg.paths.nnunet] if nothing_running else [])
+        )
         t0 = time.perf_counter()
-        if _needs_hq(conf) and hq_ranking is None:
-            assert base_conf is not None
-            base_plan = base_plan or plan_configuration(cfg, base_conf)
-            with run_lock(cfg.paths.root, f"segment-{base_conf.name}"):  # its model must not change meanwhile
-                hq_ranking = compute_hq(cfg, base_plan, skip_training)
-            timings["hq_scoring_s"] = round(time.perf_counter() - t0, 2)
-            t0 = time.perf_counter()
-        plans_from = _plans_source(cfg, conf, first_planned)
-        # one process per data mix at a time (export, training, prediction); others may run in parallel
-        with run_lock(cfg.paths.root, f"segment-{conf.name}", clean=[cfg.paths.nnunet]):
-            plan, timing = run_configuration(cfg, conf, hq_ranking, skip_training, plans_from)
-        first_planned = first_planned or plan.dataset_name
-        if conf is base_conf:
-            base_plan = plan
-        timings[conf.name] = {**timing, "wall_s": round(time.perf_counter() - t0, 2), **plan.summary()}
-        log.info("configuration %s: %s", conf.name, timing)
-        _merge_timings(cfg, timings)  # after every configuration, so an interruption keeps what was measured
+        intervals[name] = (t0, None)
+        first_planned = next((plans[c.name].dataset_name for c in alone if c.name in plans), None)
+        try:
+            plan, job = prepare_configuration(
+                cfg, conf, hq_ranking, skip_training, _plans_source(cfg, conf, first_planned)
+            )
+        except BaseException:
+            intervals[name] = (t0, time.perf_counter())
+            locks[name].close()
+            raise
+        plans[name] = plan
+        if job is None:
+            return lambda: ({"skipped": True}, time.perf_counter())
+        return functools.partial(_run_timed, cfg, job, write_job(cfg, job))
+
+    def finish(name: str, result: tuple[dict[str, Any], float]) -> None:
+        timing, end = result
+        locks[name].close()
+        t0 = intervals[name][0]
+        intervals[name] = (t0, end)
+        timings[name] = {
+            **timing,
+            "wall_s": round(end - t0, 2),
+            "concurrent_with": overlapping(intervals, name),
+            **plans[name].summary(),
+        }
+        log.info("configuration %s: %s", name, timing)
+        # after every configuration, so an interruption keeps what was measured
+        _merge_timings(cfg, {k: timings[k] for k in order if k in timings})
+        progress.update()
+
+    with tqdm(total=len(todo), desc="nnU-Net configurations", unit="config") as progress:
+        try:
+            for conf in alone:
+                finish(conf.name, start(conf.name)())
+            if hq_needed:
+                assert base_conf is not None
+                t0 = time.perf_counter()
+                base_plan = plans.get(base_conf.name) or plan_configuration(cfg, base_conf)
+                with run_lock(cfg.paths.root, f"segment-{base_conf.name}"):  # its model must not change
+                    hq_ranking = compute_hq(cfg, base_plan, skip_training)
+                timings["hq_scoring_s"] = round(time.perf_counter() - t0, 2)
+                _merge_timings(cfg, {k: timings[k] for k in order if k in timings})
+            run_scheduled(
+                [c.name for c in together],
+                start,
+                finish,
+                concurrent_configurations(cfg),
+                stop_worker_processes,
+            )
+        finally:
+            for stack in locks.values():
+                stack.close()  # the locks of configurations that failed or were interrupted
     return SegmentResult.of(evaluate(cfg), timings, SegmentationOutputs(cfg.paths).summary)
+
+
+def _run_timed(cfg: Config, job: dict[str, Any], written: Path) -> tuple[dict[str, Any], float]:
+    """Run a written job (in a pool thread) and note when it ended."""
+    return run_job(cfg, job, written), time.perf_counter()
+
+
+def _phases(
+    cfg: Config, todo: list[SegConfiguration], hq_needed: bool
+) -> tuple[list[SegConfiguration], list[SegConfiguration]]:
+    """Split ``todo`` into what must run first, alone, and what may then run concurrently.
+
+    Alone: the first configuration when the others reuse its nnU-Net plans (``segment.shared_plans``), or
+    when it is the real-only baseline and the HQ scoring (with its model) is still to come.
+    """
+    first_needed = cfg.segment.shared_plans or (hq_needed and todo[0] is baseline_configuration(cfg))
+    if todo and todo[0] is _ordered(cfg)[0] and first_needed:
+        return todo[:1], todo[1:]
+    return [], todo
 
 
 def _plans_source(cfg: Config, conf: SegConfiguration, first_planned: str | None) -> str | None:

@@ -128,6 +128,75 @@ def test_loader_workers_change_nothing(reference_run: Path, tmp_path: Path) -> N
     assert {d.name for d in (tmp_path / "prepared" / "train").iterdir()} <= cached
 
 
+def test_noise_drawn_in_the_training_process_changes_nothing(
+    reference_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU route (the loader only reads and collates; the training process draws each sample's
+    timestep and noise on its device from the sample's seed), taken on the CPU with 2 loader workers:
+    the same losses and weights, bit for bit, as the loader drawing them (on a CPU both use the CPU
+    generator, so the split of work is all that differs)."""
+    from gliomagen.diffusion import trainer
+
+    real = trainer.make_loader
+    routes = []
+
+    def device_route(*args: object, **kwargs: object) -> object:
+        routes.append(kwargs.pop("noise_in_loader"))
+        return real(*args, **kwargs, noise_in_loader=False)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(trainer, "make_loader", device_route)
+    cfg = tiny_config(tmp_path, "runtime.loader_workers=2")
+    write_prepared(cfg)
+    train(cfg, progress=False)
+    assert routes and all(routes)  # CPU training asks the loader for noise; the patch refused it
+    a = pd.read_csv(tmp_path / "training" / "train_log.csv")["loss"].tolist()
+    b = pd.read_csv(reference_run / "training" / "train_log.csv")["loss"].tolist()
+    assert a == b
+    mine, reference = _states(tmp_path), _states(reference_run)
+    assert all(torch.equal(mine["model"][k], v) for k, v in reference["model"].items())
+
+
+def test_loader_batches_without_noise_carry_indices_and_draw_the_same_noise(tmp_path: Path) -> None:
+    """Batches of the device route hold no timesteps or noise but the global indices, from which
+    draw_on_device gives exactly the loader route's timesteps and noise (CPU); images and masks agree."""
+    from gliomagen.diffusion.dataset import CaseDataset, draw_on_device, make_loader, usable_cases
+
+    cfg = tiny_config(tmp_path, "train.batch_size=2", "train.grad_accum=2", "runtime.loader_workers=1")
+    write_prepared(cfg)
+    cases = CaseDataset(usable_cases(cfg, "train"), cfg)
+    cpu = torch.device("cpu")
+    with_noise = list(make_loader(cfg, cases, 3, 5))
+    without = list(make_loader(cfg, cases, 3, 5, noise_in_loader=False))
+    assert len(with_noise) == len(without) == 4
+    for micro, (a, b) in enumerate(zip(with_noise, without, strict=True)):
+        assert b[3] is None and b[4] is None
+        assert b[2].tolist() == [(3 * 2 + micro) * 2 + j for j in range(2)]  # (step * accum + micro) * B + j
+        for x, y in zip(draw_on_device(a, cfg, cpu), draw_on_device(b, cfg, cpu), strict=True):
+            assert x.dtype == y.dtype and torch.equal(x, y)
+    assert without[0][1].dtype == torch.uint8 and without[0][0].shape[:2] == (2, 4)
+
+
+def test_cache_writer_keeps_the_partials_of_a_concurrent_writer(tmp_path: Path) -> None:
+    """Two loader workers may build one case's missing cache at once: the second's clean-up of other keys
+    must not delete the first one's partial file (whose rename then failed with FileNotFoundError)."""
+    from gliomagen.data.cache import cache_files, cache_key, write_cache
+    from gliomagen.locks import partial_name
+
+    cfg = tiny_config(tmp_path)
+    write_prepared(cfg, n_train=1, n_val=1)
+    case_dir = next((tmp_path / "prepared" / "train").iterdir())
+    case = toy_case(case_dir.name, (16, 16, 16), seed=0)
+    image_path, _ = cache_files(tmp_path / "cache", case_dir.name, cache_key(case_dir, "prep"))
+    image_path.parent.mkdir(parents=True)
+    prefix, suffix = partial_name(image_path)
+    other_writer = image_path.parent / f"{prefix}12345{suffix}"
+    stale = image_path.parent / "0123456789abcdef.image.npy"  # another preparation's arrays
+    other_writer.write_bytes(b"half written")
+    stale.write_bytes(b"old")
+    write_cache(tmp_path / "cache", case_dir, "prep", case.image, case.mask)
+    assert other_writer.is_file() and not stale.exists() and image_path.is_file()
+
+
 def test_train_cli_exits_2_on_a_bad_checkpoint_and_on_a_busy_run(tmp_path: Path, capsys) -> None:
     from gliomagen.cli import main
     from gliomagen.locks import LockHeld

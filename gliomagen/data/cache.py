@@ -53,7 +53,9 @@ def write_cache(cache_root: Path, case_dir: Path, prep: str, image: np.ndarray, 
     folder = image_path.parent
     if folder.is_dir():
         for old in folder.iterdir():
-            if not old.name.startswith(f"{key}."):
+            # hidden files are partials of writers that may still be running (two loader workers building
+            # one case's missing cache at once): removing one made the other's rename fail
+            if not old.name.startswith((f"{key}.", ".")):
                 old.unlink(missing_ok=True)
     for path, array in ((image_path, checked_image(image, case_dir)), (mask_path, mask.astype(np.uint8))):
         with atomic_path(path) as tmp, tmp.open("wb") as f:

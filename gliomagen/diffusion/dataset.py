@@ -8,10 +8,18 @@ the samples and noise of one process with the whole batch, and makes the loader'
 (``runtime.loader_workers``) change nothing but speed: a worker computes sample ``g`` from ``g`` alone.
 Cases are read from the prepared-data cache (:mod:`gliomagen.data.cache`: memory-mapped ``.npy``), not by
 decoding NIfTI files in the training loop.
+
+Where the timestep and noise are drawn depends on the training device. On a CPU the loader draws them
+(:func:`noise_for_sample` with the CPU generator: the numbers training has always used). On a GPU the
+loader only reads and collates the arrays and the training process draws each sample's timestep and noise
+on the device from the same per-sample seed (:func:`draw_on_device`): a GPU draws the 21 M noise values of
+a 192x192x144 sample in microseconds, a CPU loader worker needed about half a second. The GPU's numbers are
+other numbers than the CPU's (another generator), but equally a pure function of ``g``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,15 +38,18 @@ __all__ = [
     "CaseDataset",
     "TrainSamples",
     "case_for_sample",
+    "draw_on_device",
     "noise_for_sample",
     "sample_indices",
     "usable_cases",
 ]
 
-#: one training sample: image (4,X,Y,Z), mask (X,Y,Z) uint8, timestep, noise (4,X,Y,Z)
-Sample = tuple[torch.Tensor, torch.Tensor, int, torch.Tensor]
-#: a collated micro-batch: images, masks (encoded on the training device), timesteps (B,), noises
-Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+#: one training sample: image (4,X,Y,Z) float32 and mask (X,Y,Z) uint8 (read-only memory maps), its global
+#: index ``g``, and its timestep and noise (4,X,Y,Z) where the loader draws them (else ``None``)
+Sample = tuple[np.ndarray, np.ndarray, int, int | None, torch.Tensor | None]
+#: a collated micro-batch: images, masks (encoded on the training device), global indices (B,), and
+#: timesteps (B,) and noises where the loader drew them (else ``None``: :func:`draw_on_device`)
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
 class CaseDataset(Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -82,11 +93,49 @@ def case_for_sample(g: int, n_cases: int, seed: int) -> int:
     return int(perm[pos])
 
 
-def noise_for_sample(g: int, shape: tuple[int, ...], timesteps: int, seed: int) -> tuple[int, torch.Tensor]:
-    """Timestep and Gaussian noise of global sample ``g`` (independent of process count and resume)."""
-    gen = torch.Generator().manual_seed((seed + 1) * 1_000_000_007 + g)
-    t = int(torch.randint(0, timesteps, (1,), generator=gen))
-    return t, torch.randn(shape, generator=gen)
+def noise_for_sample(
+    g: int, shape: tuple[int, ...], timesteps: int, seed: int, device: torch.device | str = "cpu"
+) -> tuple[int, torch.Tensor]:
+    """Timestep and Gaussian noise of global sample ``g`` (independent of process count and resume).
+
+    Args:
+        g: global sample index.
+        shape: shape of one sample's noise ``(4, X, Y, Z)``.
+        timesteps: the diffusion's ``T`` (timesteps are drawn from ``0 .. T - 1``).
+        seed: ``train.seed``.
+        device: where the generator and the noise live; each device type has its own (deterministic)
+            numbers, the CPU's are the ones training has always used.
+    """
+    gen = torch.Generator(device).manual_seed((seed + 1) * 1_000_000_007 + g)
+    t = int(torch.randint(0, timesteps, (1,), generator=gen, device=device))
+    return t, torch.randn(shape, generator=gen, device=device)
+
+
+def draw_on_device(
+    batch: Batch, cfg: Config, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A loader micro-batch on ``device`` as ``(images, masks, timesteps, noises)``.
+
+    Timesteps and noises the loader drew are moved; where it did not (``noise_in_loader=False`` in
+    :func:`make_loader`), they are drawn here on ``device`` with :func:`noise_for_sample`, sample by sample
+    (so a micro-batch holds the same numbers whatever the batch size, process count or resume point).
+
+    Args:
+        batch: one micro-batch of :func:`make_loader`.
+        cfg: run configuration (``train.seed``, ``diffusion.timesteps``).
+        device: the training device.
+    """
+    images, masks, indices, ts, noises = batch
+    x0 = images.to(device, non_blocking=True)
+    mask = masks.to(device, non_blocking=True)
+    if ts is not None and noises is not None:
+        return x0, mask, ts.to(device, non_blocking=True), noises.to(device, non_blocking=True)
+    shape = tuple(x0.shape[1:])
+    drawn = [
+        noise_for_sample(g, shape, cfg.diffusion.timesteps, cfg.train.seed, device) for g in indices.tolist()
+    ]
+    t = torch.tensor([t for t, _ in drawn], device=device)
+    return x0, mask, t, torch.stack([noise for _, noise in drawn])
 
 
 def sample_indices(step: int, micro: int, cfg: Config, rank: int, world: int) -> list[int]:
@@ -98,18 +147,30 @@ def sample_indices(step: int, micro: int, cfg: Config, rank: int, world: int) ->
 
 
 class TrainSamples(Dataset[Sample]):
-    """Training sample ``g`` (case, timestep and noise all from ``g``): what a loader worker computes."""
+    """Training sample ``g`` (case, timestep and noise all from ``g``): what a loader worker computes.
 
-    def __init__(self, cases: CaseDataset, cfg: Config) -> None:
+    Args:
+        cases: the training cases.
+        cfg: run configuration.
+        with_noise: draw the timestep and noise here (CPU training); else the training process draws them
+            on its device (:func:`draw_on_device`).
+    """
+
+    def __init__(self, cases: CaseDataset, cfg: Config, with_noise: bool = True) -> None:
         self.cases, self.seed, self.timesteps = cases, cfg.train.seed, cfg.diffusion.timesteps
+        self.with_noise = with_noise
 
     def __len__(self) -> int:  # the schedule is unbounded; the batch sampler says which g are drawn
         return 2**62
 
     def __getitem__(self, g: int) -> Sample:
-        image, mask = self.cases.arrays(case_for_sample(g, len(self.cases), self.seed))
+        index = case_for_sample(g, len(self.cases), self.seed)
+        # the memory maps themselves: collate copies them once, straight into the batch
+        image, mask = read_cache(self.cases.cache_root, self.cases.dirs[index], self.cases.prep)
+        if not self.with_noise:
+            return image, mask, g, None, None
         t, noise = noise_for_sample(g, tuple(image.shape), self.timesteps, self.seed)
-        return image, mask, t, noise
+        return image, mask, g, t, noise
 
 
 class MicroBatches(Sampler[list[int]]):
@@ -131,25 +192,50 @@ def collate(samples: list[Sample]) -> Batch:
     """Stack samples into a micro-batch (what the training loop did before the loader: bit-identical).
 
     In a worker process the stacks are written straight into shared memory (as ``default_collate`` does),
-    so a volume is not copied once more on its way to the training process.
+    so a volume is not copied once more on its way to the training process; the memory-mapped arrays are
+    copied once, into the batch.
     """
-    images, masks, ts, noises = zip(*samples, strict=True)
-    return _stack(images), _stack(masks), torch.tensor(ts), _stack(noises)
-
-
-def _stack(tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    if get_worker_info() is None:
-        return torch.stack(tensors)
-    first = tensors[0]
-    storage = first.untyped_storage()._new_shared(  # type: ignore[no-untyped-call]
-        len(tensors) * first.numel() * first.element_size()
+    images, masks, gs, ts, noises = zip(*samples, strict=True)
+    drawn = all(n is not None for n in noises)
+    return (
+        _stack_arrays(images),
+        _stack_arrays(masks),
+        torch.tensor(gs),
+        torch.tensor(ts) if drawn else None,
+        _stack([n for n in noises if n is not None]) if drawn else None,
     )
-    out = first.new(storage).resize_(len(tensors), *first.shape)
-    return torch.stack(tensors, out=out)
+
+
+def _new_batch(shape: tuple[int, ...], dtype: torch.dtype, n: int) -> torch.Tensor:
+    """An uninitialised ``(n, *shape)`` tensor, in shared memory inside a loader worker."""
+    if get_worker_info() is None:
+        return torch.empty((n, *shape), dtype=dtype)
+    like = torch.empty(0, dtype=dtype)
+    storage = like._typed_storage()._new_shared(n * math.prod(shape))  # type: ignore[no-untyped-call]
+    return like.new(storage).resize_(n, *shape)
+
+
+def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    first = tensors[0]
+    return torch.stack(tensors, out=_new_batch(tuple(first.shape), first.dtype, len(tensors)))
+
+
+def _stack_arrays(arrays: tuple[np.ndarray, ...]) -> torch.Tensor:
+    first = arrays[0]
+    out = _new_batch(first.shape, torch.from_numpy(np.empty(0, first.dtype)).dtype, len(arrays))
+    np.stack(arrays, out=out.numpy())
+    return out
 
 
 def make_loader(
-    cfg: Config, cases: CaseDataset, start: int, stop: int, rank: int = 0, world: int = 1, pin: bool = False
+    cfg: Config,
+    cases: CaseDataset,
+    start: int,
+    stop: int,
+    rank: int = 0,
+    world: int = 1,
+    pin: bool = False,
+    noise_in_loader: bool = True,
 ) -> DataLoader[Any]:
     """Micro-batches for optimiser steps ``start .. stop - 1`` in order, read by ``runtime.loader_workers``
     processes (0: in this process) with two micro-batches prefetched per worker.
@@ -162,10 +248,12 @@ def make_loader(
         rank: this DDP process.
         world: DDP processes.
         pin: pin host memory (CUDA training).
+        noise_in_loader: the loader draws timesteps and noise (CPU training); else batches carry only the
+            global indices and :func:`draw_on_device` draws them on the training device.
     """
     workers = cfg.runtime.loader_workers
     return DataLoader(
-        TrainSamples(cases, cfg),
+        TrainSamples(cases, cfg, with_noise=noise_in_loader),
         batch_sampler=MicroBatches(cfg, start, stop, rank, world),
         num_workers=workers,
         collate_fn=collate,

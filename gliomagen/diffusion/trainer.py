@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader
 from gliomagen.config import Config
 from gliomagen.diffusion import ddp
 from gliomagen.diffusion.checkpoint import check_compatible, read_checkpoint, save_checkpoint, set_rng_state
-from gliomagen.diffusion.dataset import Batch, CaseDataset, make_loader, usable_cases
+from gliomagen.diffusion.dataset import Batch, CaseDataset, draw_on_device, make_loader, usable_cases
 from gliomagen.diffusion.ema import EMA
 from gliomagen.diffusion.network import build_model, enable_grad_checkpointing, set_encoder_frozen
 from gliomagen.diffusion.outputs import TrainingOutputs
@@ -204,10 +204,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ one step
     def loader(self, stop: int) -> DataLoader[Any]:
-        """This process's micro-batches from the current step to ``stop`` (:func:`make_loader`)."""
+        """This process's micro-batches from the current step to ``stop`` (:func:`make_loader`).
+
+        Off the CPU the device draws timesteps and noise (:func:`draw_on_device`): microseconds there
+        instead of about half a second per 192x192x144 sample in a loader worker.
+        """
+        on_cpu = self.device.type == "cpu"
         return make_loader(
             self.cfg, self.train_data, self.step, stop, self.dist.rank, self.dist.world,
-            pin=self.device.type == "cuda",
+            pin=self.device.type == "cuda", noise_in_loader=on_cpu,
         )  # fmt: skip
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -234,7 +239,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         accum, total = self.cfg.train.grad_accum, 0.0
         for micro in range(accum):
-            x0, mask, t, noise = (v.to(self.device, non_blocking=True) for v in next(batches))
+            x0, mask, t, noise = draw_on_device(next(batches), self.cfg, self.device)
             cond = self.train_data.encode(mask)  # on the device: the loader moves uint8 masks
             sync = micro == accum - 1 or not isinstance(self.forward_net, DistributedDataParallel)
             ctx = (

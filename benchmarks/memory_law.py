@@ -40,7 +40,11 @@ OPTIONS: dict[str, tuple[bool, str]] = {
     "fp32+segments": (False, "segments"),
     "bf16+blocks": (True, "blocks"),
     "bf16+segments": (True, "segments"),
+    "fp32+segments+cl": (False, "segments"),
 }
+#: options whose network and input are channels-last 3D (``train.channels_last``): on a CPU, oneDNN then
+#: convolves NDHWC tensors as they are instead of reordering them into its blocked layout (a copy)
+CHANNELS_LAST = {"fp32+segments+cl"}
 SIZES = ["64x64x48", "96x96x64", "128x128x96", "160x160x112"]
 FULL = (192, 192, 144)
 GIB = 2**30
@@ -86,6 +90,9 @@ def measure(option: str, size: tuple[int, int, int]) -> dict[str, object]:
     net.train()
     channels = net.conv_in.conv.in_channels
     x = torch.randn(1, channels, *size)
+    if option in CHANNELS_LAST:
+        net.to(memory_format=torch.channels_last_3d)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
     target = torch.randn(1, len(MODALITIES), *size)
     t = torch.tensor([500])
     base = _rss_now_bytes()

@@ -23,7 +23,7 @@ train-step     ``gliomagen train --max-steps 1``: one real full-size optimiser s
 Each stage runs as its own process; its wall time and peak resident memory (``wait4``'s ``ru_maxrss`` of
 the process and its children) are printed and appended as a table to ``benchmarks/README.md`` (with
 ``--record``). ``--only`` picks stages (in the order above); ``train-step`` is never in the default set
-because it needs about 12-20 GB and should run alone.
+because it needs about 12 GiB (bf16) to 27 GiB (fp32, CPU RSS law) and should run alone.
 
 Usage:
     .venv/bin/python benchmarks/paper_dryrun.py                              # every stage but train-step

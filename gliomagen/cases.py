@@ -28,6 +28,14 @@ def parse_case_id(case_id: str) -> tuple[str, str]:
     return m.group("patient"), m.group("timepoint")
 
 
+def patient_of(case_id: str) -> str:
+    """Patient id of a real case (``BraTS-GLI-00012-001`` -> ``00012``); other ids are their own patient."""
+    try:
+        return parse_case_id(case_id)[0]
+    except ValueError:
+        return case_id
+
+
 def modality_path(case_dir: str | Path, modality: str) -> Path:
     """Path of ``<case_dir>/<id>-<modality>.nii.gz`` (``modality`` may also be ``seg``)."""
     case_dir = Path(case_dir)

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from gliomagen.cases import load_case, parse_case_id
+from gliomagen.cases import load_case, patient_of
 from gliomagen.config import MODALITIES, Config
 from gliomagen.data.outputs import usable_cases
 from gliomagen.fidelity.outputs import LOCK, FidelityOutputs
@@ -157,13 +157,6 @@ def case_metrics(
     return rows
 
 
-def _patient(case_id: str) -> str:
-    try:
-        return parse_case_id(case_id)[0]
-    except ValueError:
-        return case_id
-
-
 def floor_partner(case_ids: list[str], i: int) -> int | None:
     """Index of the real case that case ``i``'s floor is measured against: the next case (cyclically) of
     another patient; the next case at all when every case is the same patient; ``None`` for one case."""
@@ -171,7 +164,7 @@ def floor_partner(case_ids: list[str], i: int) -> int | None:
     if n < 2:
         return None
     later = [(i + d) % n for d in range(1, n)]
-    others = [j for j in later if _patient(case_ids[j]) != _patient(case_ids[i])]
+    others = [j for j in later if patient_of(case_ids[j]) != patient_of(case_ids[i])]
     return (others or later)[0]
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from gliomagen.cases import case_files
+from gliomagen.cases import case_files, patient_of
 from gliomagen.config import MODALITIES, Config
 from gliomagen.io import atomic_path, load_nifti, read_json, write_json, write_nifti
 from gliomagen.segmentation.selection import (
@@ -31,7 +31,6 @@ from gliomagen.segmentation.selection import (
     ValidationLeakError,
     assert_no_validation_leak,
     case_patients,
-    patient_of,
     plan_configuration,
     real_case_dirs,
     select_real,

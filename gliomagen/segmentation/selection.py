@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from gliomagen.augment.outputs import AugmentationOutputs
-from gliomagen.cases import is_complete, parse_case_id
+from gliomagen.cases import is_complete, patient_of
 from gliomagen.config import Config, SegConfiguration
 from gliomagen.data.outputs import PrepareOutputs, read_cases_table, usable_cases
 from gliomagen.generation.outputs import GenerationOutputs
@@ -32,14 +32,6 @@ class ValidationLeakError(RuntimeError):
 
 class ExportError(RuntimeError):
     """The inputs needed to build a dataset are missing or inconsistent."""
-
-
-def patient_of(case_id: str) -> str:
-    """Patient id of a real case (``BraTS-GLI-00012-001`` -> ``00012``); other ids are their own patient."""
-    try:
-        return parse_case_id(case_id)[0]
-    except ValueError:
-        return case_id
 
 
 def real_case_dirs(cfg: Config, split: str) -> list[Path]:
